@@ -1,0 +1,129 @@
+"""Specs: pure data describing one training job, validated in one place.
+
+:func:`parse_specs` turns the user's dicts (as written in YAML) into frozen
+spec objects and reports every problem of every spec in one
+:class:`~orchestrator.errors.SpecError`. Nothing here imports Spark, MLflow or
+hyperopt, so validation is fast and runs before any data is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.specs._validation import Problems, did_you_mean
+from orchestrator.specs.calibration import CalibrationSpec, parse_calibration_spec
+from orchestrator.specs.data import DataSpec, parse_data_spec
+from orchestrator.specs.feature_store import FeatureStoreSpec, parse_feature_store_spec
+from orchestrator.specs.features import FeatureSpec, feature_columns, parse_feature_specs
+from orchestrator.specs.mlflow import MLflowSpec, parse_mlflow_spec
+from orchestrator.specs.model import ModelSpec, parse_model_spec
+from orchestrator.specs.tuning import TuningSpec, parse_tuning_spec
+from orchestrator.specs.validation import ValidationSpec, parse_validation_spec
+
+__all__ = [
+    "WorkflowSpecs",
+    "parse_specs",
+    "FeatureSpec",
+    "ModelSpec",
+    "DataSpec",
+    "ValidationSpec",
+    "TuningSpec",
+    "CalibrationSpec",
+    "MLflowSpec",
+    "FeatureStoreSpec",
+    "Problems",
+    "did_you_mean",
+]
+
+
+@dataclass(frozen=True)
+class WorkflowSpecs:
+    """Every spec of one job, validated together."""
+
+    features: tuple[FeatureSpec, ...]
+    model: ModelSpec
+    validation: ValidationSpec
+    data: DataSpec | None = None
+    tuning: TuningSpec | None = None
+    calibration: CalibrationSpec | None = None
+    mlflow: MLflowSpec | None = None
+    feature_store: FeatureStoreSpec | None = None
+
+
+def _typed_or_parsed(raw: Any, spec_type: type, parse, *args):
+    return raw if isinstance(raw, spec_type) else parse(raw, *args)
+
+
+def parse_specs(*, feature_specs: Any, model_spec: Any,
+                validation_strategy: str = "cross_validation",
+                validation_params: Any = None, data_spec: Any = None, tuning_spec: Any = None,
+                calibration_spec: Any = None, mlflow_spec: Any = None,
+                feature_store_spec: Any = None, data_given: bool = False) -> WorkflowSpecs:
+    """Validate all specs of a job at once.
+
+    Parameters
+    ----------
+    feature_specs, model_spec, validation_strategy, validation_params, data_spec, tuning_spec,
+    calibration_spec, mlflow_spec, feature_store_spec
+        The specs as plain dicts/lists (as in YAML) or as spec objects.
+    data_given : bool
+        True when the caller passes X and y directly, so no data source is needed.
+
+    Returns
+    -------
+    WorkflowSpecs
+
+    Raises
+    ------
+    SpecError
+        Listing every problem found, each with what was expected, what was
+        given and, for names, a did-you-mean.
+
+    Examples
+    --------
+    >>> specs = parse_specs(feature_specs=[{"name": "age", "type": "numeric"}],
+    ...                     model_spec={"estimator": "logistic_regression"}, data_given=True)
+    >>> specs.model.task
+    'classification'
+    """
+    problems = Problems()
+    if isinstance(feature_specs, (list, tuple)) and feature_specs and all(
+            isinstance(f, FeatureSpec) for f in feature_specs):
+        features = tuple(feature_specs)
+    else:
+        features = parse_feature_specs(feature_specs, problems)
+    model = _typed_or_parsed(model_spec, ModelSpec, parse_model_spec, problems)
+    validation = parse_validation_spec(validation_strategy, validation_params, problems)
+    data = _typed_or_parsed(data_spec, DataSpec, parse_data_spec, problems)
+    tuning = _typed_or_parsed(tuning_spec, TuningSpec, parse_tuning_spec, problems, model)
+    calibration = _typed_or_parsed(calibration_spec, CalibrationSpec, parse_calibration_spec,
+                                   problems, model)
+    mlflow = _typed_or_parsed(mlflow_spec, MLflowSpec, parse_mlflow_spec, problems, model)
+    feature_store = _typed_or_parsed(feature_store_spec, FeatureStoreSpec,
+                                     parse_feature_store_spec, problems, model)
+
+    sources = [name for name, spec in (("data_spec", data), ("feature_store_spec", feature_store))
+               if spec is not None]
+    if data_given and sources:
+        problems.add("run_ml_workflow", f"X and y were given together with {sources[0]}; "
+                     "pass either the data (X, y) or a source spec, not both.")
+    elif not data_given and not sources and not (data_spec or feature_store_spec):
+        problems.add("run_ml_workflow", "no training data: pass X and y, or a data_spec "
+                     "(a Delta table), or a feature_store_spec.")
+    elif len(sources) > 1:
+        problems.add("run_ml_workflow", "give one data source: data_spec or feature_store_spec, "
+                     "not both.")
+    if data is not None:
+        if data.label is None:
+            problems.add("data_spec", "missing required key 'label' (the column to predict).")
+        if data.columns is not None and features:
+            for column in feature_columns(features):
+                if column not in data.columns:
+                    problems.add("data_spec.columns", f"feature column {column!r} is not among "
+                                 "the projected columns; add it to data_spec.columns"
+                                 f"{did_you_mean(column, data.columns)}.")
+    problems.raise_if_any()
+    return WorkflowSpecs(features=features, model=model, validation=validation, data=data,
+                         tuning=tuning, calibration=calibration, mlflow=mlflow,
+                         feature_store=feature_store)

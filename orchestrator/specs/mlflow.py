@@ -1,0 +1,25 @@
+"""The mlflow spec (placeholder: accepted and validated as a mapping until its issue lands)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.specs._validation import Problems
+
+
+@dataclass(frozen=True)
+class MLflowSpec:
+    """The raw mlflow options."""
+
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def parse_mlflow_spec(raw: object, problems: Problems, model_spec=None) -> MLflowSpec | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        problems.expected("mlflow_spec", "a mapping", raw)
+        return None
+    return MLflowSpec(options=dict(raw))
