@@ -1,0 +1,90 @@
+"""Getting a SparkSession: reuse the one that is there, or build a local one with Delta.
+
+Only entry points (jobs, the CLI, notebooks) and test fixtures call
+:func:`get_spark`; library functions take the session as a parameter.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+logger = logging.getLogger(__name__)
+
+DELTA_SQL_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+LOCAL_CONF = {
+    # Few rows per job locally: 200 shuffle partitions would mostly schedule empty tasks.
+    "spark.sql.shuffle.partitions": "4",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.memory": "4g",
+}
+
+
+def on_databricks() -> bool:
+    """True inside a Databricks runtime (cluster, job or notebook)."""
+    return "DATABRICKS_RUNTIME_VERSION" in os.environ
+
+
+def choose_master(requested: str | None, environ: Mapping[str, str]) -> str:
+    """The master URL for a new session: the argument, then $SPARK_MASTER, then local[*]."""
+    return requested or environ.get("SPARK_MASTER") or "local[*]"
+
+
+def configure_delta(builder, *, extra_packages: list[str] | None = None):
+    """Add Delta Lake to a session builder through delta-spark's own mechanism.
+
+    ``configure_spark_with_delta_pip`` sets ``spark.jars.packages`` to the
+    delta-spark artifact matching the installed pip package, which Spark's
+    Ivy resolver fetches from Maven Central on first use and caches.
+    """
+    from delta import configure_spark_with_delta_pip
+
+    for key, value in DELTA_SQL_CONF.items():
+        builder = builder.config(key, value)
+    return configure_spark_with_delta_pip(builder, extra_packages=extra_packages)
+
+
+def get_spark(app_name: str = "orchestrator", *, master: str | None = None,
+              conf: Mapping[str, str] | None = None):
+    """Return the active SparkSession, or build a local one with Delta configured.
+
+    Parameters
+    ----------
+    app_name : str
+        Application name of a new session.
+    master : str, optional
+        Master URL of a new session; default ``$SPARK_MASTER`` or ``local[*]``.
+        Ignored when a session is already active (Databricks, spark-submit, notebooks).
+    conf : mapping, optional
+        Extra Spark settings for a new session.
+
+    Returns
+    -------
+    pyspark.sql.SparkSession
+
+    Examples
+    --------
+    >>> spark = get_spark(master="local[2]")  # doctest: +SKIP
+    """
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        logger.info("Using the active SparkSession (Spark %s)", active.version)
+        return active
+    if on_databricks():
+        logger.info("Using the Databricks runtime's SparkSession")
+        return SparkSession.builder.getOrCreate()
+    master_url = choose_master(master, os.environ)
+    builder = SparkSession.builder.appName(app_name).master(master_url)
+    settings = dict(LOCAL_CONF) if master_url.startswith("local") else {}
+    settings.update(conf or {})
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    logger.info("Starting a SparkSession on %s with Delta Lake", master_url)
+    return configure_delta(builder).getOrCreate()
