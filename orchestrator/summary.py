@@ -1,0 +1,128 @@
+"""Step 8's human side: a readable text of everything a workflow run produced."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_RULE = "=" * 64
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _section(title: str) -> list[str]:
+    return ["", title, "-" * len(title)]
+
+
+def get_workflow_summary(results: dict[str, Any]) -> str:
+    """Format workflow results as multi-line text.
+
+    Parameters
+    ----------
+    results : dict
+        What :func:`orchestrator.run_ml_workflow` returned.
+
+    Returns
+    -------
+    str
+        Data, model, validation metrics, tuning, calibration, MLflow, warnings
+        and step timings, one section each.
+
+    Examples
+    --------
+    >>> print(get_workflow_summary(results))  # doctest: +SKIP
+    """
+    lines = [_RULE, "ML workflow summary", _RULE]
+    specs = results.get("specs") or {}
+    model = specs.get("model") or {}
+    data = results.get("data") or {}
+
+    lines += _section("Data")
+    source = data.get("location") or data.get("source", "?")
+    lines.append(f"source:        {source}")
+    for key, label in (("delta_version", "delta version"), ("row_count", "rows read"),
+                       ("training_rows", "training rows"), ("holdout_rows", "hold-out rows"),
+                       ("sampled", "sampled"), ("read_path", "read path")):
+        if data.get(key) is not None:
+            lines.append(f"{label + ':':<15}{data[key]}")
+    for table in data.get("tables", []) or []:
+        lines.append(f"  table {table.get('location')} @ version {table.get('delta_version')}")
+
+    lines += _section("Model")
+    lines.append(f"estimator:     {model.get('estimator')} ({model.get('class_path')})")
+    lines.append(f"task:          {results.get('task')} ({results.get('target_kind')})")
+    if results.get("classes"):
+        lines.append(f"classes:       {results['classes']}")
+    pipeline = results.get("pipeline")
+    if pipeline is not None:
+        lines.append(f"fitted:        {type(pipeline).__name__}")
+
+    lines += _section("Validation")
+    strategy = results.get("validation_strategy")
+    lines.append(f"strategy:      {strategy}")
+    primary = results.get("primary_metric")
+    if results.get("cv_score") is not None:
+        label = "hold-out score" if strategy == "train_test" else "cv score"
+        lines.append(f"{label + ':':<15}{_number(results['cv_score'])} ({primary})")
+    for name, values in (results.get("metrics") or {}).items():
+        if "mean" in values:
+            lines.append(f"  {name:<28}{_number(values['mean'])} +/- {_number(values['std'])}")
+        else:
+            lines.append(f"  {name:<28}{_number(values.get('value'))}")
+    if strategy == "none":
+        lines.append("  (no validation was run)")
+
+    lines += _section("Tuning")
+    lines += _mapping_lines(results.get("tuning_summary"),
+                            ("status", "backend", "backend_reason", "algo", "metric",
+                             "best_score", "best_params", "trials_run", "trials_ok",
+                             "trials_failed", "trials_cancelled", "stop_reason", "wall_time_s",
+                             "reason"))
+
+    lines += _section("Calibration")
+    lines += _mapping_lines(results.get("calibration_summary"),
+                            ("status", "method", "method_reason", "cv", "rows_used", "before",
+                             "after", "decision", "reason", "plot_path"))
+
+    lines += _section("MLflow")
+    run_id = results.get("mlflow_run_id")
+    lines.append(f"run id:        {run_id if run_id else 'off'}")
+    logged = results.get("mlflow_model") or {}
+    for key in ("model_uri", "registered_model", "model_version", "alias"):
+        if logged.get(key) is not None:
+            lines.append(f"{key + ':':<15}{logged[key]}")
+
+    warnings = results.get("warnings") or []
+    lines += _section(f"Warnings ({len(warnings)})")
+    lines += [f"  [{w.get('step')}] {w.get('reason')}" for w in warnings] or ["  none"]
+
+    timings = results.get("timings") or {}
+    lines += _section("Timings (s)")
+    lines += [f"  {name:<24}{seconds:>9.2f}" for name, seconds in timings.items()]
+    if timings:
+        lines.append(f"  {'total':<24}{sum(timings.values()):>9.2f}")
+    artifacts = results.get("artifacts") or {}
+    if artifacts:
+        lines += _section("Artifacts")
+        lines += [f"  {name}: {path}" for name, path in artifacts.items()]
+    lines.append(_RULE)
+    return "\n".join(lines)
+
+
+def _mapping_lines(summary: dict | None, keys: tuple[str, ...]) -> list[str]:
+    if not summary:
+        return ["  off"]
+    lines = []
+    for key in keys:
+        if summary.get(key) is None:
+            continue
+        value = summary[key]
+        if isinstance(value, dict):
+            shown = ", ".join(f"{k}={_number(v)}" for k, v in value.items())
+            lines.append(f"  {key + ':':<20}{shown}")
+        else:
+            lines.append(f"  {key + ':':<20}{_number(value)}")
+    return lines or ["  (no details)"]

@@ -1,0 +1,373 @@
+"""The workflow: the eight steps users were promised, in order.
+
+1 data loading, 2 pipeline construction, 3 tuning (optional), 4 training,
+5 calibration (optional), 6 validation, 7 MLflow logging (optional), 8 results.
+
+Optional steps degrade: when one raises, :func:`_degrade` (the one deliberate
+broad catch) logs a warning, records the reason in ``results["warnings"]``
+and the workflow goes on without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import DataError, MissingColumnError, SpecError, StepError
+from orchestrator.specs import WorkflowSpecs, parse_specs
+from orchestrator.specs.features import feature_columns
+
+logger = logging.getLogger(__name__)
+
+_BINARY_ONLY_METRICS = ("roc_auc", "average_precision", "f1", "precision", "recall",
+                        "neg_brier_score")
+
+
+@contextlib.contextmanager
+def _step(number: int, name: str, results: dict) -> Iterator[None]:
+    """Log one line when a step starts and one when it ends, with its duration."""
+    logger.info("Step %d/8 %s: started", number, name)
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        elapsed = time.perf_counter() - start
+        results["timings"][name] = round(elapsed, 3)
+        logger.info("Step %d/8 %s: finished in %.2f s", number, name, elapsed)
+
+
+def _degrade(step: str, results: dict, action: Callable[[], Any]) -> tuple[bool, Any]:
+    """Run an optional step; on failure warn, record why, and report (False, None)."""
+    try:
+        return True, action()
+    except Exception as exc:  # noqa: BLE001 - optional steps must never stop the workflow
+        reason = f"{type(exc).__name__}: {exc}"
+        logger.warning("%s failed; the workflow continues without it. Reason: %s", step, reason)
+        results["warnings"].append({"step": step, "reason": reason})
+        return False, None
+
+
+def _check_in_memory_data(X, y, columns: list[str]):
+    import pandas as pd
+
+    if not isinstance(X, pd.DataFrame):
+        raise SpecError([f"run_ml_workflow.X: expected a pandas DataFrame with the feature "
+                         f"columns, got {type(X).__name__}."])
+    if y is None:
+        raise SpecError(["run_ml_workflow.y: expected the labels (a pandas Series or list) "
+                         "alongside X, got None."])
+    y = pd.Series(y, index=X.index if len(y) == len(X) else None, name=getattr(y, "name", None))
+    if len(y) != len(X):
+        raise DataError(f"run_ml_workflow: X has {len(X)} rows but y has {len(y)}; they must "
+                        "have one label per row.")
+    missing = [c for c in columns if c not in X.columns]
+    if missing:
+        raise MissingColumnError(missing, [str(c) for c in X.columns], where="X")
+    return X.loc[:, columns], y
+
+
+def _check_labels(y, specs: WorkflowSpecs) -> tuple[str, list]:
+    from orchestrator.metrics import target_kind
+
+    if y.isna().any():
+        raise DataError(f"labels: {int(y.isna().sum())} of {len(y)} labels are missing; drop or "
+                        "fill those rows before training (data_spec.filter can drop them).")
+    if len(y) < 4:
+        raise DataError(f"labels: only {len(y)} rows; the workflow needs at least 4.")
+    task = specs.model.task
+    if task == "regression":
+        import pandas as pd
+
+        if not pd.api.types.is_numeric_dtype(y):
+            raise DataError(f"labels: a regression target must be numeric, got dtype {y.dtype}; "
+                            "use a classifier or convert the label column.")
+        return "regression", []
+    classes = sorted(y.unique().tolist(), key=lambda c: (str(type(c)), c))
+    if len(classes) < 2:
+        raise DataError(f"labels: only one class ({classes[0]!r}) in the training rows; a "
+                        "classifier needs at least two.")
+    kind = target_kind(task, y)
+    metric = specs.model.metric
+    if kind == "multiclass" and metric in _BINARY_ONLY_METRICS:
+        raise DataError(f"model_spec.metric: {metric!r} is for binary targets but the labels have "
+                        f"{len(classes)} classes; use e.g. f1_macro, accuracy or roc_auc_ovr.")
+    if specs.model.pos_label is not None and specs.model.pos_label not in classes:
+        raise DataError(f"model_spec.pos_label: {specs.model.pos_label!r} is not one of the "
+                        f"classes {classes}.")
+    return kind, classes
+
+
+def _load_data(specs: WorkflowSpecs, X, y, spark, results: dict):
+    columns = feature_columns(specs.features)
+    if X is not None:
+        X, y = _check_in_memory_data(X, y, columns)
+        results["data"] = {"source": "in-memory", "row_count": len(X),
+                           "columns": list(X.columns)}
+        return X, y
+    if specs.data is not None:
+        from orchestrator.data_sources import load_training_data
+
+        loaded = load_training_data(_require_spark(spark, "data_spec"), specs.data,
+                                    feature_columns=columns)
+        results["data"] = dict(loaded.lineage)
+        return loaded.X.loc[:, columns], loaded.y
+    try:
+        from orchestrator.feature_store import build_training_set
+    except ImportError as exc:
+        raise StepError("feature_store_spec: point-in-time feature lookups are not available in "
+                        "this version yet; load the data with data_spec instead.") from exc
+    loaded = build_training_set(_require_spark(spark, "feature_store_spec"), specs.feature_store,
+                                feature_columns=columns)
+    results["data"] = dict(loaded.lineage)
+    return loaded.X.loc[:, columns], loaded.y
+
+
+def _require_spark(spark, why: str):
+    if spark is not None:
+        return spark
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is None:
+        raise StepError(f"{why} needs a SparkSession and none is active: pass spark=..., create "
+                        "one with orchestrator.spark_session.get_spark(), or run the job with "
+                        "`orchestrator run CONFIG`.")
+    return active
+
+
+def _active_spark(spark):
+    """The given or active SparkSession, or None (tuning then runs on the driver)."""
+    if spark is not None:
+        return spark
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        return None
+    return SparkSession.getActiveSession()
+
+
+def _fit(estimator, X, y, what: str):
+    try:
+        return estimator.fit(X, y)
+    except (ValueError, TypeError) as exc:
+        raise StepError(f"{what} failed: {exc}. Check that each column's feature type in "
+                        "feature_specs matches its values (numbers for numeric, dates for "
+                        "datetime).") from exc
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def run_ml_workflow(feature_specs: Any, model_spec: Any, X: Any = None, y: Any = None, *,
+                    validation_strategy: str = "cross_validation",
+                    validation_params: dict | None = None, tuning_spec: Any = None,
+                    calibration_spec: Any = None, mlflow_spec: Any = None,
+                    feature_store_spec: Any = None, data_spec: Any = None, spark: Any = None,
+                    output_dir: str | Path | None = None,
+                    resolved_config: dict | None = None) -> dict[str, Any]:
+    """Run the whole training workflow described by the specs.
+
+    Parameters
+    ----------
+    feature_specs, model_spec
+        Feature specs (list) and the model spec, as dicts or spec objects.
+    X, y : pandas DataFrame and Series, optional
+        The training data; leave both None to load it from ``data_spec`` or
+        ``feature_store_spec``.
+    validation_strategy : {"cross_validation", "train_test", "none"}
+    validation_params : dict, optional
+        ``{"cv_folds": 5}`` or ``{"test_size": 0.2, "random_state": 42}``.
+    tuning_spec, calibration_spec, mlflow_spec, feature_store_spec, data_spec : dict, optional
+        Optional steps and data sources; see the README.
+    spark : SparkSession, optional
+        Defaults to the active session; only needed to read Delta tables or to
+        tune on the cluster.
+    output_dir : path, optional
+        Where plots and other artifacts go; a new temporary directory when None.
+    resolved_config : dict, optional
+        The job's whole configuration, for MLflow to keep (the CLI passes it).
+
+    Returns
+    -------
+    dict
+        ``pipeline``, ``cv_score``, ``tuning_summary``, ``calibration_summary``,
+        ``mlflow_run_id``, ``metrics``, ``data``, ``warnings``, ``timings``,
+        ``artifacts`` and more; see :func:`orchestrator.get_workflow_summary`.
+
+    Raises
+    ------
+    SpecError
+        Before anything runs, listing every problem in the specs.
+    DataError
+        When the data does not fit the specs (missing columns, missing labels...).
+    StepError
+        When a required step (loading, training, validation) fails.
+
+    Examples
+    --------
+    >>> results = run_ml_workflow(  # doctest: +SKIP
+    ...     [{"name": "age", "type": "numeric"}], {"estimator": "logistic_regression"},
+    ...     X=frame, y=labels, validation_params={"cv_folds": 5})
+    >>> results["cv_score"]  # doctest: +SKIP
+    0.83
+    """
+    specs = parse_specs(feature_specs=feature_specs, model_spec=model_spec,
+                        validation_strategy=validation_strategy,
+                        validation_params=validation_params, data_spec=data_spec,
+                        tuning_spec=tuning_spec, calibration_spec=calibration_spec,
+                        mlflow_spec=mlflow_spec, feature_store_spec=feature_store_spec,
+                        data_given=X is not None or y is not None)
+    output = Path(output_dir) if output_dir is not None else Path(
+        tempfile.mkdtemp(prefix="orchestrator-run-"))
+    output.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "pipeline": None, "cv_score": None, "tuning_summary": None, "calibration_summary": None,
+        "mlflow_run_id": None, "metrics": {}, "data": {}, "warnings": [], "timings": {},
+        "artifacts": {}, "output_dir": str(output), "specs": _plain(specs),
+        "validation_strategy": specs.validation.strategy,
+    }
+    config = resolved_config if resolved_config is not None else {
+        k: v for k, v in results["specs"].items() if v is not None}
+
+    with _tracking(specs, config, results) as tracker:
+        _run_steps(specs, X, y, spark, output, results, tracker)
+    return results
+
+
+@contextlib.contextmanager
+def _tracking(specs: WorkflowSpecs, config: dict, results: dict) -> Iterator[Any]:
+    """Start the MLflow run before step 1 (so trials can be child runs) and always end it."""
+    if specs.mlflow is None:
+        yield None
+        return
+    from orchestrator.tracking import start_tracking
+
+    ok, tracker = _degrade("mlflow_tracking", results, lambda: start_tracking(
+        specs.mlflow, resolved_config=config))
+    if not ok:
+        yield None
+        return
+    results["mlflow_run_id"] = tracker.run_id
+    with tracker.guard():
+        yield tracker
+
+
+def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: dict, tracker) -> None:
+    from sklearn.base import clone
+
+    from orchestrator.metrics import WorkflowScorer, default_pos_label, primary_metric
+    from orchestrator.pipeline import build_ml_pipeline
+    from orchestrator.validation import (cross_validate_procedure, score_holdout,
+                                         split_holdout)
+
+    with _step(1, "data_loading", results):
+        X, y = _load_data(specs, X, y, spark, results)
+        kind, classes = _check_labels(y, specs)
+        primary = primary_metric(specs.model, kind)
+        pos_label = default_pos_label(classes, specs.model.pos_label) if kind == "binary" else None
+        results.update(task=specs.model.task, target_kind=kind, classes=classes,
+                       primary_metric=primary, pos_label=pos_label)
+        scorer = WorkflowScorer(kind, primary, pos_label)
+        X_test = y_test = None
+        if specs.validation.strategy == "train_test":
+            X, X_test, y, y_test = split_holdout(X, y, specs.validation, kind)
+            results["data"]["holdout_rows"] = len(y_test)
+        results["data"]["training_rows"] = len(y)
+
+    with _step(2, "pipeline_construction", results):
+        pipeline = build_ml_pipeline(specs.features, specs.model)
+
+    if specs.tuning is not None:
+        with _step(3, "tuning", results):
+            from orchestrator.tuning import tune
+
+            ok, outcome = _degrade("tuning", results, lambda: tune(
+                pipeline, X, y, specs.tuning, model_spec=specs.model,
+                scoring=scorer.primary_score, spark=_active_spark(spark),
+                mlflow_parent_run_id=tracker.run_id if tracker else None))
+            if ok:
+                pipeline.set_params(**outcome.best_params)
+                results["tuning_summary"] = outcome.summary
+                results["artifacts"].update(outcome.summary.get("artifacts", {}))
+            else:
+                results["tuning_summary"] = {"status": "degraded",
+                                             "reason": results["warnings"][-1]["reason"],
+                                             "params_used": dict(specs.model.params)}
+
+    with _step(4, "training", results):
+        model = _fit(clone(pipeline), X, y, "training")
+        procedure = pipeline
+
+    if specs.calibration is not None:
+        with _step(5, "calibration", results):
+            ok, outcome = _calibrate(specs, pipeline, X, y, output, results)
+            if ok:
+                results["calibration_summary"] = outcome.summary
+                plot = outcome.summary.get("plot_path")
+                if plot:
+                    results["artifacts"]["reliability_diagram"] = plot
+                if outcome.calibrated:
+                    from orchestrator.calibration import make_calibrated_procedure
+
+                    model = outcome.model
+                    procedure = make_calibrated_procedure(
+                        pipeline, specs.calibration, random_state=specs.validation.random_state)
+            else:
+                results["calibration_summary"] = {"status": "degraded", "calibrated": False,
+                                                  "reason": results["warnings"][-1]["reason"]}
+
+    results["pipeline"] = model
+    with _step(6, "validation", results):
+        if specs.validation.strategy == "cross_validation":
+            outcome = _validate(lambda: cross_validate_procedure(
+                clone(procedure), X, y, specs.validation, scorer, kind))
+        elif specs.validation.strategy == "train_test":
+            outcome = _validate(lambda: score_holdout(model, X_test, y_test, scorer,
+                                                      train_rows=len(y)))
+        else:
+            outcome = None
+        if outcome is not None:
+            results["cv_score"] = outcome.cv_score
+            results["metrics"] = outcome.metrics
+            results["validation_rows"] = outcome.rows
+
+    from orchestrator.summary import get_workflow_summary
+
+    if tracker is not None:
+        with _step(7, "mlflow_logging", results):
+            results["summary_text"] = get_workflow_summary(results)
+            ok, logged = _degrade("mlflow_logging", results, lambda: tracker.log_results(
+                results, X_sample=X.head(20), output_dir=output))
+            if ok and logged:
+                results["mlflow_model"] = logged
+    results["summary_text"] = get_workflow_summary(results)
+
+
+def _calibrate(specs: WorkflowSpecs, pipeline, X, y, output: Path, results: dict):
+    if specs.model.task != "classification":
+        raise SpecError(["calibration_spec: calibration applies to classifiers only."])
+    from orchestrator.calibration import calibrate
+
+    return _degrade("calibration", results, lambda: calibrate(
+        pipeline, X, y, specs.calibration, output_dir=output,
+        random_state=specs.validation.random_state))
+
+
+def _validate(action: Callable[[], Any]):
+    try:
+        return action()
+    except (ValueError, TypeError) as exc:
+        raise StepError(f"validation failed: {exc}") from exc
