@@ -156,7 +156,7 @@ def _fit(estimator, X, y, what: str):
     try:
         return estimator.fit(X, y)
     except (ValueError, TypeError) as exc:
-        raise StepError(f"{what} failed: {exc}. Check that each column's feature type in "
+        raise StepError(f"{what} failed: {str(exc).replace(chr(10), ' ')}. Check that each column's feature type in "
                         "feature_specs matches its values (numbers for numeric, dates for "
                         "datetime).") from exc
 

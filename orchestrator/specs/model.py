@@ -190,7 +190,11 @@ def parse_model_spec(raw: object, problems: Problems) -> ModelSpec | None:
 
     if not problems or all(not m.startswith(where) for m in problems.messages):
         try:
-            cls(**params)
+            instance = cls(**params)
+            # sklearn checks parameter values at fit time; check them now, against its own table.
+            check_values = getattr(instance, "_validate_params", None)
+            if check_values is not None:
+                check_values()
         except (TypeError, ValueError) as exc:
             problems.add(f"{where}.params", f"{cls.__name__} rejected the params: {exc}")
     return ModelSpec(estimator=name, class_path=path, params=dict(params), task=task,

@@ -1,0 +1,183 @@
+"""Command line: ``orchestrator validate|run|demo-data``.
+
+One ``main(argv)`` per job serves the console scripts, ``spark-submit jobs/...``
+and Databricks ``python_wheel_task`` entry points alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from orchestrator.errors import DataError, OrchestratorError, SpecError
+
+logger = logging.getLogger("orchestrator")
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_SPEC = 0, 1, 2
+
+_DESCRIPTION = """\
+Run spec-driven ML training workflows on Spark and Delta Lake.
+
+A job is one YAML config holding every spec (features, model, data,
+validation, and the optional tuning, calibration and mlflow sections).
+"""
+_EPILOG = """\
+examples:
+  orchestrator validate conf/demo.yml          check a config; starts no Spark, reads no data
+  orchestrator demo-data --output data/demo    write the demo Delta tables
+  orchestrator run conf/demo.yml               train, validate and print the summary
+  spark-submit jobs/train.py --config conf/demo.yml   the same, through spark-submit
+
+exit codes: 0 success, 1 the job failed, 2 the config or specs are invalid
+"""
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Log lines with a timestamp to stderr; quiet Spark's py4j chatter."""
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr, force=True)
+    for noisy in ("py4j", "pyspark"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orchestrator", description=_DESCRIPTION, epilog=_EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="how much progress to log (default: INFO)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = commands.add_parser("validate", help="check a config without starting Spark",
+                                   description="Validate every spec of a job config and report "
+                                   "all problems at once. Reads no data and starts no Spark.")
+    validate.add_argument("config", help="path to the job's YAML config")
+
+    run = commands.add_parser("run", help="run the training workflow of a config",
+                              description="Load the data, build, tune, fit, calibrate, "
+                              "validate and track the model a config describes, then print the "
+                              "workflow summary.")
+    _add_run_arguments(run)
+
+    demo = commands.add_parser("demo-data", help="write the demo Delta tables",
+                               description="Generate the customer-churn demo data and write it "
+                               "as Delta tables: churn, customer_features, churn_labels.")
+    demo.add_argument("--output", default="data/demo", help="directory for the tables "
+                      "(default: data/demo)")
+    demo.add_argument("--customers", type=int, default=5000, help="customers to generate "
+                      "(default: 5000)")
+    demo.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
+    demo.add_argument("--master", help="Spark master for a new session (default: "
+                      "$SPARK_MASTER or local[*])")
+    return parser
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser, *, config_flag: bool = False) -> None:
+    if config_flag:
+        parser.add_argument("--config", required=True, help="path to the job's YAML config")
+    else:
+        parser.add_argument("config", help="path to the job's YAML config")
+    parser.add_argument("--master", help="Spark master for a new session (default: the config's "
+                        "spark.master, $SPARK_MASTER, or local[*]); ignored when a session is "
+                        "active, as on Databricks")
+    parser.add_argument("--output-dir", help="where plots and artifacts go (overrides the "
+                        "config's output_dir)")
+
+
+def command_validate(config_path: str) -> int:
+    from orchestrator.config import load_config, validate_config
+
+    config = load_config(config_path)
+    specs = validate_config(config)
+    optional = [name for name in ("tuning", "calibration", "mlflow")
+                if getattr(specs, name) is not None]
+    print(f"{config_path}: valid. {len(specs.features)} feature spec(s), model "
+          f"{specs.model.estimator} ({specs.model.task}), validation "
+          f"{specs.validation.strategy}; optional steps: {', '.join(optional) or 'none'}.")
+    return EXIT_OK
+
+
+def command_run(config_path: str, *, master: str | None = None,
+                output_dir: str | None = None) -> int:
+    from orchestrator.config import load_config, validate_config
+    from orchestrator.summary import get_workflow_summary
+    from orchestrator.workflow import run_ml_workflow
+
+    config = load_config(config_path)
+    validate_config(config)  # all spec problems before Spark starts
+    spark = None
+    if config.needs_spark() or config.resolved.get("tuning"):
+        from orchestrator.spark_session import get_spark
+
+        spark = get_spark("orchestrator-train", master=master or config.spark_master,
+                          conf=config.spark_conf)
+    kwargs = dict(config.workflow_kwargs)
+    if output_dir:
+        kwargs["output_dir"] = output_dir
+    results = run_ml_workflow(**kwargs, spark=spark, resolved_config=dict(config.resolved))
+    print(get_workflow_summary(results))
+    return EXIT_OK
+
+
+def command_demo_data(output: str, *, customers: int, seed: int, master: str | None) -> int:
+    from orchestrator.demo_data import write_demo_tables
+    from orchestrator.spark_session import get_spark
+
+    spark = get_spark("orchestrator-demo-data", master=master)
+    tables = write_demo_tables(spark, output, n_customers=customers, seed=seed)
+    for name, location in tables.items():
+        print(f"{name}: {location}")
+    return EXIT_OK
+
+
+def _guarded(action) -> int:
+    """Run a command; user mistakes become one clear message and an exit code."""
+    try:
+        return action()
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_SPEC
+    except (DataError, OrchestratorError) as exc:
+        logger.debug("job failed", exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``orchestrator``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    if args.command == "validate":
+        return _guarded(lambda: command_validate(args.config))
+    if args.command == "run":
+        return _guarded(lambda: command_run(args.config, master=args.master,
+                                            output_dir=args.output_dir))
+    return _guarded(lambda: command_demo_data(args.output, customers=args.customers,
+                                              seed=args.seed, master=args.master))
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the train job: ``--config CONFIG`` (spark-submit, wheel tasks)."""
+    parser = argparse.ArgumentParser(prog="orchestrator-train", description="Train the model a "
+                                     "job config describes and print the workflow summary.")
+    _add_run_arguments(parser, config_flag=True)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    return _guarded(lambda: command_run(args.config, master=args.master,
+                                        output_dir=args.output_dir))
+
+
+def console_main() -> None:
+    sys.exit(main())
+
+
+def console_train_main() -> None:
+    sys.exit(train_main())
+
+
+if __name__ == "__main__":
+    console_main()

@@ -1,0 +1,166 @@
+"""run_ml_workflow with in-memory data: steps, validation strategies, honest scores, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
+
+from orchestrator import build_ml_pipeline, get_workflow_summary, run_ml_workflow
+from orchestrator.errors import DataError, MissingColumnError, SpecError, StepError
+
+
+@pytest.fixture(scope="module")
+def cancer():
+    data = load_breast_cancer(as_frame=True)
+    X = data.data.iloc[:, :8].copy()
+    X.columns = [f"f{i}" for i in range(8)]
+    return X, data.target.map({0: "malignant", 1: "benign"})
+
+
+FEATURES = [{"columns": [f"f{i}" for i in range(8)], "type": "numeric"}]
+LOGREG = {"estimator": "logistic_regression", "params": {"max_iter": 1000}}
+
+
+def test_cross_validation_matches_scikit_learn_on_the_same_folds(cancer, tmp_path):
+    X, y = cancer
+    results = run_ml_workflow(FEATURES, LOGREG, X=X, y=y, validation_params={"cv_folds": 4},
+                              output_dir=tmp_path)
+    oracle = cross_val_score(build_ml_pipeline(FEATURES, LOGREG), X, y, scoring="roc_auc",
+                             cv=StratifiedKFold(4, shuffle=True, random_state=42))
+    assert results["cv_score"] == pytest.approx(oracle.mean())
+    assert results["metrics"]["roc_auc"]["folds"] == pytest.approx(list(oracle))
+    assert results["metrics"]["roc_auc"]["std"] == pytest.approx(oracle.std())
+    assert results["primary_metric"] == "roc_auc"
+    assert results["pos_label"] == "malignant"  # greater label, scikit-learn's convention
+    # the returned pipeline is fit on all rows
+    assert results["pipeline"].named_steps["preprocess"].transformers_[0][1] \
+        .named_steps["scaler"].n_samples_seen_ == len(X)
+    assert set(results["timings"]) == {"data_loading", "pipeline_construction", "training",
+                                       "validation"}
+    assert results["warnings"] == [] and results["mlflow_run_id"] is None
+
+
+def test_train_test_holdout_is_never_seen_by_fitting(cancer, tmp_path):
+    X, y = cancer
+    X = X.copy()
+    results = run_ml_workflow(FEATURES, LOGREG, X=X, y=y, validation_strategy="train_test",
+                              validation_params={"test_size": 0.25, "random_state": 7},
+                              output_dir=tmp_path)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=7,
+                                                        stratify=y)
+    scaler = results["pipeline"].named_steps["preprocess"].transformers_[0][1] \
+        .named_steps["scaler"]
+    np.testing.assert_allclose(scaler.mean_, X_train.mean().to_numpy())
+    assert not np.allclose(scaler.mean_, X.mean().to_numpy())
+    assert scaler.n_samples_seen_ == len(X_train)
+    from sklearn.metrics import roc_auc_score
+
+    proba = results["pipeline"].predict_proba(X_test)[:, list(results["classes"]).index(
+        "malignant")]
+    assert results["cv_score"] == pytest.approx(roc_auc_score(y_test == "malignant", proba))
+    assert results["data"]["holdout_rows"] == len(X_test)
+    assert results["validation_rows"] == {"train_rows": len(X_train), "test_rows": len(X_test)}
+
+
+def test_no_validation_returns_a_fitted_pipeline_and_no_score(cancer, tmp_path):
+    X, y = cancer
+    results = run_ml_workflow(FEATURES, LOGREG, X=X, y=y, validation_strategy="none",
+                              output_dir=tmp_path)
+    assert results["cv_score"] is None and results["metrics"] == {}
+    assert results["pipeline"].predict(X.head(3)).shape == (3,)
+    assert "no validation was run" in get_workflow_summary(results)
+
+
+def test_multiclass_default_metric_and_summary(tmp_path):
+    data = load_iris(as_frame=True)
+    X = data.data.rename(columns=lambda c: c.replace(" (cm)", "").replace(" ", "_"))
+    results = run_ml_workflow([{"columns": list(X.columns), "type": "numeric"}],
+                              {"estimator": "random_forest",
+                               "params": {"n_estimators": 20, "random_state": 0}},
+                              X=X, y=data.target, output_dir=tmp_path)
+    assert results["target_kind"] == "multiclass" and results["primary_metric"] == "f1_macro"
+    assert results["cv_score"] > 0.85
+    summary = get_workflow_summary(results)
+    for fragment in ("cv score", "f1_macro", "random_forest", "Timings", "Warnings (0)"):
+        assert fragment in summary
+
+
+def test_regression_with_rmse_metric(tmp_path):
+    data = load_diabetes(as_frame=True)
+    results = run_ml_workflow([{"columns": list(data.data.columns), "type": "numeric"}],
+                              {"estimator": "ridge", "metric": "neg_root_mean_squared_error"},
+                              X=data.data, y=data.target, validation_params={"cv_folds": 3},
+                              output_dir=tmp_path)
+    assert results["task"] == "regression"
+    assert -80 < results["cv_score"] < -40
+    assert results["metrics"]["r2"]["mean"] > 0.3
+
+
+def test_pos_label_changes_the_positive_class(cancer, tmp_path):
+    X, y = cancer
+    results = run_ml_workflow(FEATURES, {**LOGREG, "metric": "recall", "pos_label": "benign"},
+                              X=X, y=y, validation_strategy="train_test", output_dir=tmp_path)
+    pred = results["pipeline"].predict(X)
+    assert results["pos_label"] == "benign"
+    assert 0.8 < results["cv_score"] <= 1.0
+    assert (pred == "benign").any()
+
+
+def test_missing_feature_column_names_a_close_match(cancer):
+    X, y = cancer
+    with pytest.raises(MissingColumnError, match=r"'f9'.*not found") as info:
+        run_ml_workflow([{"columns": ["f0", "f9"], "type": "numeric"}], LOGREG, X=X, y=y)
+    assert "Available columns" in str(info.value)
+    with pytest.raises(MissingColumnError, match=r"did you mean 'f1'"):
+        run_ml_workflow([{"name": "f_1", "type": "numeric"}], LOGREG, X=X, y=y)
+
+
+@pytest.mark.parametrize("y_change, pattern", [
+    (lambda y: y.where(y.index > 3), r"4 of \d+ labels are missing"),
+    (lambda y: y.map(lambda _: "only"), r"only one class"),
+    (lambda y: y.iloc[:10], r"X has \d+ rows but y has 10"),
+])
+def test_bad_labels_give_data_errors(cancer, y_change, pattern):
+    X, y = cancer
+    with pytest.raises(DataError, match=pattern):
+        run_ml_workflow(FEATURES, LOGREG, X=X, y=y_change(y), validation_strategy="none")
+
+
+def test_binary_metric_on_multiclass_labels_is_explained():
+    data = load_iris(as_frame=True)
+    with pytest.raises(DataError, match=r"'roc_auc' is for binary targets.*roc_auc_ovr"):
+        run_ml_workflow([{"columns": list(data.data.columns), "type": "numeric"}],
+                        {"estimator": "logistic_regression", "metric": "roc_auc"},
+                        X=data.data, y=data.target)
+
+
+def test_class_smaller_than_folds_is_explained(cancer):
+    X, y = cancer
+    y = y.copy()
+    y.iloc[:3] = "rare"
+    with pytest.raises(DataError, match=r"class 'rare' has 3 row\(s\), fewer than cv_folds=5"):
+        run_ml_workflow(FEATURES, {"estimator": "logistic_regression", "metric": "f1_macro"},
+                        X=X, y=y)
+
+
+def test_wrong_feature_type_is_a_step_error_not_a_sklearn_traceback(cancer):
+    X, y = cancer
+    X = X.assign(f0=["text"] * len(X))
+    with pytest.raises(StepError, match=r"training failed.*feature type"):
+        run_ml_workflow(FEATURES, LOGREG, X=X, y=y, validation_strategy="none")
+
+
+def test_x_must_be_a_dataframe(cancer):
+    X, y = cancer
+    with pytest.raises(SpecError, match="expected a pandas DataFrame"):
+        run_ml_workflow(FEATURES, LOGREG, X=X.to_numpy(), y=y)
+
+
+def test_specs_are_checked_before_data(cancer):
+    X, y = cancer
+    with pytest.raises(SpecError, match=r"2 problems"):
+        run_ml_workflow([{"name": "f0", "type": "numerc"}], {"estimator": "logistc_regression"},
+                        X=X, y=y)
