@@ -319,12 +319,10 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: dict, t
                 plot = outcome.summary.get("plot_path")
                 if plot:
                     results["artifacts"]["reliability_diagram"] = plot
-                if outcome.calibrated:
-                    from orchestrator.calibration import make_calibrated_procedure
-
-                    model = outcome.model
-                    procedure = make_calibrated_procedure(
-                        pipeline, specs.calibration, random_state=specs.validation.random_state)
+                model = outcome.model
+                # Exactly the procedure whose model is returned (method already resolved), so
+                # cross-validation refits calibration inside each fold the same way.
+                procedure = outcome.procedure
             else:
                 results["calibration_summary"] = {"status": "degraded", "calibrated": False,
                                                   "reason": results["warnings"][-1]["reason"]}

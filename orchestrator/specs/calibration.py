@@ -73,7 +73,8 @@ class CalibrationSpec:
         return self.cv == HOLDOUT
 
 
-def parse_calibration_spec(raw: object, problems: Problems, model_spec=None) -> CalibrationSpec | None:
+def parse_calibration_spec(raw: object, problems: Problems, model_spec=None,
+                           ) -> CalibrationSpec | None:
     """Parse ``calibration_spec``; record every problem in ``problems``.
 
     Parameters
@@ -94,8 +95,9 @@ def parse_calibration_spec(raw: object, problems: Problems, model_spec=None) -> 
     Examples
     --------
     >>> problems = Problems()
-    >>> parse_calibration_spec({"method": "isotonic", "cv": 3}, problems)
-    CalibrationSpec(method='isotonic', cv=3, holdout_fraction=0.2, ensemble='auto', keep_if_worse=False, diagnostic_fraction=0.2)
+    >>> spec = parse_calibration_spec({"method": "isotonic", "cv": 3}, problems)
+    >>> spec.method, spec.cv, spec.keep_if_worse
+    ('isotonic', 3, False)
     >>> bool(problems)
     False
     """
