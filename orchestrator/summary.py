@@ -84,8 +84,8 @@ def get_workflow_summary(results: dict[str, Any]) -> str:
 
     lines += _section("Calibration")
     lines += _mapping_lines(results.get("calibration_summary"),
-                            ("status", "method", "method_reason", "cv", "rows_used", "before",
-                             "after", "decision", "reason", "plot_path"))
+                            ("status", "method", "method_reason", "cv", "rows", "metrics_before",
+                             "metrics_after", "decision", "reason", "plot_path"))
 
     lines += _section("MLflow")
     run_id = results.get("mlflow_run_id")

@@ -315,7 +315,8 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: dict, t
         with _step(5, "calibration", results):
             ok, outcome = _calibrate(specs, pipeline, X, y, output, results)
             if ok:
-                results["calibration_summary"] = outcome.summary
+                results["calibration_summary"] = {**outcome.summary,
+                                                  "calibrated": outcome.calibrated}
                 plot = outcome.summary.get("plot_path")
                 if plot:
                     results["artifacts"]["reliability_diagram"] = plot

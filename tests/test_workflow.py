@@ -164,3 +164,48 @@ def test_specs_are_checked_before_data(cancer):
     with pytest.raises(SpecError, match=r"2 problems"):
         run_ml_workflow([{"name": "f0", "type": "numerc"}], {"estimator": "logistc_regression"},
                         X=X, y=y)
+
+
+def _nb_problem():
+    from sklearn.datasets import make_classification
+
+    # Redundant features break naive Bayes' independence assumption: overconfident probabilities.
+    X, y = make_classification(n_samples=1500, n_features=8, n_informative=2, n_redundant=6,
+                               random_state=3)
+    X = pd.DataFrame(X, columns=[f"f{i}" for i in range(8)])
+    return X, pd.Series(y)
+
+
+def test_calibration_runs_in_step_5_and_cross_validation_refits_it(tmp_path):
+    X, y = _nb_problem()
+    results = run_ml_workflow(FEATURES, {"estimator": "gaussian_nb",
+                                         "metric": "neg_brier_score"},
+                              X=X, y=y, validation_params={"cv_folds": 3},
+                              calibration_spec={"method": "sigmoid", "cv": 3},
+                              output_dir=tmp_path)
+    summary = results["calibration_summary"]
+    assert summary["calibrated"] is True
+    assert summary["metrics_after"]["brier"] < summary["metrics_before"]["brier"]
+    assert type(results["pipeline"]).__name__ == "CalibratedModel"
+    plain = run_ml_workflow(FEATURES, {"estimator": "gaussian_nb", "metric": "neg_brier_score"},
+                            X=X, y=y, validation_params={"cv_folds": 3}, output_dir=tmp_path)
+    # the calibrated procedure is what cross-validation scored: better Brier than plain NB
+    assert results["cv_score"] > plain["cv_score"]
+    assert (tmp_path / "calibration_reliability.png").stat().st_size > 10_000
+    assert "calibration" in results["timings"]
+    assert "Calibration" in get_workflow_summary(results)
+
+
+def test_calibration_failure_degrades_to_the_uncalibrated_model(tmp_path):
+    X, y = _nb_problem()
+    y = y.copy()
+    y.iloc[:4] = 2  # a class with 4 rows: too few for 10 calibration folds, enough for 3 CV folds
+    results = run_ml_workflow(FEATURES, {"estimator": "gaussian_nb"}, X=X, y=y,
+                              validation_params={"cv_folds": 3},
+                              calibration_spec={"method": "sigmoid", "cv": 10},
+                              output_dir=tmp_path)
+    assert [w["step"] for w in results["warnings"]] == ["calibration"]
+    assert results["calibration_summary"]["status"] == "degraded"
+    assert type(results["pipeline"]).__name__ == "Pipeline"
+    assert results["cv_score"] is not None
+    assert "[calibration]" in get_workflow_summary(results)
