@@ -22,6 +22,8 @@ LOCAL_CONF = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.ui.showConsoleProgress": "false",
     "spark.driver.memory": "4g",
+    # Delta rebuilds a table's snapshot with 50 tasks by default; locally that is mostly overhead.
+    "spark.databricks.delta.snapshotPartitions": "4",
 }
 
 
@@ -83,6 +85,10 @@ def get_spark(app_name: str = "orchestrator", *, master: str | None = None,
     master_url = choose_master(master, os.environ)
     builder = SparkSession.builder.appName(app_name).master(master_url)
     settings = dict(LOCAL_CONF) if master_url.startswith("local") else {}
+    from orchestrator.tuning import tuning_spark_conf
+
+    # Python workers forked from a daemon that preloaded scikit-learn: cheap tuning trials.
+    settings.update(tuning_spark_conf(master_url))
     settings.update(conf or {})
     for key, value in settings.items():
         builder = builder.config(key, value)

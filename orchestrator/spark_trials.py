@@ -175,14 +175,15 @@ class _TrialDispatcher:
             self._wake.clear()
 
     def _tick(self) -> None:
-        if not self.trials._fmin_cancelled:
-            for trial in self._book_new_trials():
-                self._pool.submit(self._run_trial, trial)
+        # Stopping rules first, so no trial is started after the condition was met.
         self._check_early_stop()
         timeout = self.trials.timeout
         if (timeout is not None and not self.trials._fmin_cancelled
                 and time.monotonic() - self._started > timeout):
             self._cancel(FMIN_CANCELLED_REASON_TIMEOUT)
+        if not self.trials._fmin_cancelled:
+            for trial in self._book_new_trials():
+                self._pool.submit(self._run_trial, trial)
 
     def _book_new_trials(self) -> list[dict]:
         booked = []

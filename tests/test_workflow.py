@@ -209,3 +209,44 @@ def test_calibration_failure_degrades_to_the_uncalibrated_model(tmp_path):
     assert type(results["pipeline"]).__name__ == "Pipeline"
     assert results["cv_score"] is not None
     assert "[calibration]" in get_workflow_summary(results)
+
+
+def test_tuning_then_training_uses_the_best_params(cancer, tmp_path):
+    X, y = cancer
+    results = run_ml_workflow(
+        FEATURES, {"estimator": "logistic_regression", "params": {"C": 1e-5, "max_iter": 500},
+                   "metric": "neg_log_loss"},
+        X=X, y=y, validation_strategy="train_test",
+        tuning_spec={"search_space": {"C": {"dist": "loguniform", "low": 0.01, "high": 100}},
+                     "max_evals": 6, "backend": "local", "seed": 1, "cv_folds": 3},
+        calibration_spec={"method": "sigmoid", "cv": 3}, output_dir=tmp_path)
+    tuning = results["tuning_summary"]
+    assert tuning["backend"] == "local" and tuning["trials_ok"] == 6
+    best_c = tuning["best_params"]["C"]
+    assert 0.01 <= best_c <= 100
+    assert results["timings"].keys() >= {"tuning", "training", "calibration", "validation"}
+    # the hold-out is neither tuned, fitted nor calibrated on
+    training_rows = results["data"]["training_rows"]
+    assert training_rows + results["data"]["holdout_rows"] == len(X)
+    assert results["calibration_summary"]["rows"]["training"] == training_rows
+    final = results["pipeline"]
+    if type(final).__name__ == "Pipeline":
+        assert final.named_steps["model"].C == best_c
+    else:
+        assert final.estimator.named_steps["model"].C == best_c
+
+
+def test_tuning_failure_degrades_to_the_model_spec_params(cancer, tmp_path):
+    X, y = cancer
+    # l1_ratio must lie in [0, 1]: scikit-learn refuses these at fit time, so every trial fails.
+    results = run_ml_workflow(
+        FEATURES, {"estimator": "logistic_regression", "params": {"C": 0.5}},
+        X=X, y=y, validation_strategy="none",
+        tuning_spec={"search_space": {"l1_ratio": {"dist": "choice", "options": [2.0, 3.0]}},
+                     "max_evals": 3, "backend": "local"},
+        output_dir=tmp_path)
+    assert [w["step"] for w in results["warnings"]] == ["tuning"]
+    assert results["tuning_summary"]["status"] == "degraded"
+    assert results["pipeline"].named_steps["model"].C == 0.5
+    assert results["pipeline"].named_steps["model"].l1_ratio in (None, 0.0)
+    assert "[tuning]" in get_workflow_summary(results)
