@@ -91,7 +91,7 @@ def get_workflow_summary(results: dict[str, Any]) -> str:
     run_id = results.get("mlflow_run_id")
     lines.append(f"run id:        {run_id if run_id else 'off'}")
     logged = results.get("mlflow_model") or {}
-    for key in ("model_uri", "registered_model", "model_version", "alias"):
+    for key in ("model_uri", "registered_model_name", "model_version", "model_alias"):
         if logged.get(key) is not None:
             lines.append(f"{key + ':':<15}{logged[key]}")
 

@@ -63,6 +63,8 @@ def _to_float_bool(series: pd.Series) -> np.ndarray:
             return np.nan
         if isinstance(value, (bool, np.bool_)):
             return float(value)
+        if isinstance(value, (int, float, np.integer, np.floating)):
+            return 1.0 if value == 1 else 0.0 if value == 0 else np.nan
         text = str(value).strip().lower()
         if text in _TRUE:
             return 1.0

@@ -34,6 +34,24 @@ class ValidationOutcome:
     cv_score: float | None
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
+    #: Out-of-fold or hold-out predictions (y_true, y_pred, y_proba, classes, description),
+    #: kept only when asked for, for the plots of step 7.
+    predictions: dict[str, Any] | None = None
+
+
+def _predictions(model, X, y, description: str) -> dict[str, Any]:
+    proba = model.predict_proba(X) if hasattr(model, "predict_proba") else None
+    classes = list(getattr(model, "classes_", [])) or None
+    return {"y_true": np.asarray(y), "y_pred": np.asarray(model.predict(X)), "y_proba": proba,
+            "classes": classes, "description": description}
+
+
+def _concatenate(parts: list[dict[str, Any]], description: str) -> dict[str, Any]:
+    proba = [p["y_proba"] for p in parts]
+    return {"y_true": np.concatenate([p["y_true"] for p in parts]),
+            "y_pred": np.concatenate([p["y_pred"] for p in parts]),
+            "y_proba": None if any(p is None for p in proba) else np.vstack(proba),
+            "classes": parts[0]["classes"], "description": description}
 
 
 def _smallest_class(y: pd.Series) -> tuple[Any, int]:
@@ -89,12 +107,24 @@ def split_holdout(X: pd.DataFrame, y: pd.Series, spec: ValidationSpec, kind: str
 
 
 def cross_validate_procedure(procedure, X: pd.DataFrame, y: pd.Series, spec: ValidationSpec,
-                             scorer: WorkflowScorer, kind: str) -> ValidationOutcome:
-    """Cross-validate an unfitted procedure; every fold refits a clone of it."""
+                             scorer: WorkflowScorer, kind: str, *,
+                             keep_predictions: bool = False) -> ValidationOutcome:
+    """Cross-validate an unfitted procedure; every fold refits a clone of it.
+
+    With ``keep_predictions`` the fold models also predict their own test
+    rows, giving out-of-fold predictions without refitting anything.
+    """
     from sklearn.model_selection import cross_validate
 
     splitter = make_cv_splitter(spec, kind, y)
-    scores = cross_validate(procedure, X, y, cv=splitter, scoring=scorer, error_score="raise")
+    scores = cross_validate(procedure, X, y, cv=splitter, scoring=scorer, error_score="raise",
+                            return_estimator=keep_predictions, return_indices=keep_predictions)
+    predictions = None
+    if keep_predictions:
+        parts = [_predictions(model, X.iloc[test], y.iloc[test], "")
+                 for model, test in zip(scores["estimator"], scores["indices"]["test"])]
+        predictions = _concatenate(parts, f"out-of-fold predictions of {spec.cv_folds}-fold "
+                                   "cross-validation")
     metrics: dict[str, dict[str, Any]] = {}
     for name in scorer.metric_names():
         key = f"test_{name}"
@@ -109,15 +139,19 @@ def cross_validate_procedure(procedure, X: pd.DataFrame, y: pd.Series, spec: Val
     cv_score = metrics[scorer.primary]["mean"]
     return ValidationOutcome(strategy="cross_validation", primary_metric=scorer.primary,
                              cv_score=cv_score, metrics=metrics,
-                             rows={"rows": len(y), "folds": spec.cv_folds})
+                             rows={"rows": len(y), "folds": spec.cv_folds},
+                             predictions=predictions)
 
 
 def score_holdout(model, X_test: pd.DataFrame, y_test: pd.Series, scorer: WorkflowScorer,
-                  *, train_rows: int) -> ValidationOutcome:
+                  *, train_rows: int, keep_predictions: bool = False) -> ValidationOutcome:
     """Score the final model on the hold-out it never saw."""
     scores = scorer(model, X_test, y_test)
+    predictions = (_predictions(model, X_test, y_test, "predictions on the train_test hold-out")
+                   if keep_predictions else None)
     metrics = {name: {"value": float(scores[name])} for name in scorer.metric_names()
                if name in scores}
     return ValidationOutcome(strategy="train_test", primary_metric=scorer.primary,
                              cv_score=float(scores[scorer.primary]), metrics=metrics,
-                             rows={"train_rows": train_rows, "test_rows": len(y_test)})
+                             rows={"train_rows": train_rows, "test_rows": len(y_test)},
+                             predictions=predictions)

@@ -329,19 +329,25 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: dict, t
                                                   "reason": results["warnings"][-1]["reason"]}
 
     results["pipeline"] = model
+    # Held-out predictions are only needed for MLflow's plots.
+    keep_predictions = tracker is not None and specs.mlflow.log_plots
     with _step(6, "validation", results):
         if specs.validation.strategy == "cross_validation":
             outcome = _validate(lambda: cross_validate_procedure(
-                clone(procedure), X, y, specs.validation, scorer, kind))
+                clone(procedure), X, y, specs.validation, scorer, kind,
+                keep_predictions=keep_predictions))
         elif specs.validation.strategy == "train_test":
             outcome = _validate(lambda: score_holdout(model, X_test, y_test, scorer,
-                                                      train_rows=len(y)))
+                                                      train_rows=len(y),
+                                                      keep_predictions=keep_predictions))
         else:
             outcome = None
         if outcome is not None:
             results["cv_score"] = outcome.cv_score
             results["metrics"] = outcome.metrics
             results["validation_rows"] = outcome.rows
+            if outcome.predictions is not None:
+                results["evaluation"] = outcome.predictions
 
     from orchestrator.summary import get_workflow_summary
 
@@ -349,9 +355,11 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: dict, t
         with _step(7, "mlflow_logging", results):
             results["summary_text"] = get_workflow_summary(results)
             ok, logged = _degrade("mlflow_logging", results, lambda: tracker.log_results(
-                results, X_sample=X.head(20), output_dir=output))
+                results, X_sample=X.head(200), y_sample=y.head(200), output_dir=output))
             if ok and logged:
                 results["mlflow_model"] = logged
+                for reason in logged.get("warnings", []):
+                    results["warnings"].append({"step": "mlflow_logging", "reason": reason})
     results["summary_text"] = get_workflow_summary(results)
 
 
