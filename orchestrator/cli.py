@@ -1,4 +1,4 @@
-"""Command line: ``orchestrator validate|run|demo-data``.
+"""Command line: ``orchestrator validate|run|score|demo-data``.
 
 One ``main(argv)`` per job serves the console scripts, ``spark-submit jobs/...``
 and Databricks ``python_wheel_task`` entry points alike.
@@ -28,6 +28,8 @@ examples:
   orchestrator validate conf/demo.yml          check a config; starts no Spark, reads no data
   orchestrator demo-data --output data/demo    write the demo Delta tables
   orchestrator run conf/demo.yml               train, validate and print the summary
+  orchestrator score --model-uri models:/churn@champion --input data/demo/churn \
+      --output data/demo/churn_predictions     batch-score a Delta table into a Delta table
   spark-submit jobs/train.py --config conf/demo.yml   the same, through spark-submit
 
 exit codes: 0 success, 1 the job failed, 2 the config or specs are invalid
@@ -62,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
                               "workflow summary.")
     _add_run_arguments(run)
 
+    score = commands.add_parser("score", help="batch-score a Delta table with an MLflow model",
+                                description="Score a Delta table with an MLflow model "
+                                "(mlflow.pyfunc.spark_udf) and append labels, class "
+                                "probabilities, the model version and a timestamp to a Delta "
+                                "table. Re-running for the same input version appends nothing.")
+    _add_score_arguments(score)
+
     demo = commands.add_parser("demo-data", help="write the demo Delta tables",
                                description="Generate the customer-churn demo data and write it "
                                "as Delta tables: churn, customer_features, churn_labels.")
@@ -85,6 +94,52 @@ def _add_run_arguments(parser: argparse.ArgumentParser, *, config_flag: bool = F
                         "active, as on Databricks")
     parser.add_argument("--output-dir", help="where plots and artifacts go (overrides the "
                         "config's output_dir)")
+
+
+def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-uri", required=True, help="runs:/<run_id>/model, "
+                        "models:/<name>/<version>, models:/<name>@<alias> or a model directory")
+    parser.add_argument("--input", required=True, help="the Delta table to score: a path "
+                        "(contains '/') or a table name (catalog.schema.table)")
+    parser.add_argument("--output", required=True, help="the Delta table receiving the "
+                        "predictions (path or name; created on the first run)")
+    parser.add_argument("--input-version", type=int, help="the input's Delta version to score "
+                        "(default: the latest)")
+    parser.add_argument("--keep-columns", help="comma-separated input columns copied to the "
+                        "output, e.g. the row key (default: all)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking/registry URI (default: "
+                        "$MLFLOW_TRACKING_URI)")
+    parser.add_argument("--master", help="Spark master for a new session (default: "
+                        "$SPARK_MASTER or local[*]); ignored when a session is active")
+
+
+def command_score(args: argparse.Namespace) -> int:
+    from orchestrator.scoring import score_table
+    from orchestrator.spark_session import get_spark
+
+    if args.tracking_uri:
+        import mlflow
+
+        mlflow.set_tracking_uri(args.tracking_uri)
+        mlflow.set_registry_uri(args.tracking_uri)
+    keep = [c.strip() for c in args.keep_columns.split(",") if c.strip()] \
+        if args.keep_columns else None
+    spark = get_spark("orchestrator-score", master=args.master)
+    result = score_table(spark, args.model_uri, args.input, args.output,
+                         input_version=args.input_version, keep_columns=keep)
+    model = (f"{result.model_name} v{result.model_version}" if result.model_version
+             else result.model_uri)
+    if result.skipped:
+        print(f"{result.input} version {result.input_version} was already scored with {model}; "
+              f"{result.output} unchanged (version {result.output_version}).")
+    else:
+        print(f"wrote {result.rows_written} predictions of {result.input} version "
+              f"{result.input_version} by {model} to {result.output} (version "
+              f"{result.output_version}).")
+    from orchestrator.notebook_support import set_task_value
+
+    set_task_value("predictions_version", result.output_version)
+    return EXIT_OK
 
 
 def command_validate(config_path: str) -> int:
@@ -114,11 +169,18 @@ def command_run(config_path: str, *, master: str | None = None,
 
         spark = get_spark("orchestrator-train", master=master or config.spark_master,
                           conf=config.spark_conf)
+        if not logger.isEnabledFor(logging.DEBUG):
+            spark.sparkContext.setLogLevel("WARN")  # our step lines, not Spark's INFO chatter
     kwargs = dict(config.workflow_kwargs)
     if output_dir:
         kwargs["output_dir"] = output_dir
     results = run_ml_workflow(**kwargs, spark=spark, resolved_config=dict(config.resolved))
     print(get_workflow_summary(results))
+    from orchestrator.notebook_support import set_task_value, training_task_values
+
+    # For a train-then-score job: the score task reads {{tasks.train.values.model_version}}.
+    for key, value in training_task_values(results).items():
+        set_task_value(key, value)
     return EXIT_OK
 
 
@@ -155,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return _guarded(lambda: command_run(args.config, master=args.master,
                                             output_dir=args.output_dir))
+    if args.command == "score":
+        return _guarded(lambda: command_score(args))
     return _guarded(lambda: command_demo_data(args.output, customers=args.customers,
                                               seed=args.seed, master=args.master))
 
@@ -171,12 +235,28 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                                         output_dir=args.output_dir))
 
 
+def score_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the batch scoring job (spark-submit jobs/score.py, wheel tasks)."""
+    parser = argparse.ArgumentParser(prog="orchestrator-score", description="Score a Delta "
+                                     "table with an MLflow model into a Delta table, "
+                                     "idempotently.")
+    _add_score_arguments(parser)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    return _guarded(lambda: command_score(args))
+
+
 def console_main() -> None:
     sys.exit(main())
 
 
 def console_train_main() -> None:
     sys.exit(train_main())
+
+
+def console_score_main() -> None:
+    sys.exit(score_main())
 
 
 if __name__ == "__main__":

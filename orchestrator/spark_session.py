@@ -32,9 +32,31 @@ def on_databricks() -> bool:
     return "DATABRICKS_RUNTIME_VERSION" in os.environ
 
 
+def launched_by_spark_submit(environ: Mapping[str, str]) -> bool:
+    """True in a driver started by spark-submit (its JVM is already running)."""
+    return "PYSPARK_GATEWAY_PORT" in environ
+
+
 def choose_master(requested: str | None, environ: Mapping[str, str]) -> str:
     """The master URL for a new session: the argument, then $SPARK_MASTER, then local[*]."""
     return requested or environ.get("SPARK_MASTER") or "local[*]"
+
+
+def delta_package_coordinate() -> str:
+    """The Maven coordinate of the Delta jar matching the installed delta-spark and pyspark.
+
+    The same rule as delta-spark's ``configure_spark_with_delta_pip``; pass it to
+    ``spark-submit --packages``, which starts the JVM before any Python runs.
+
+    Examples
+    --------
+    >>> delta_package_coordinate()  # doctest: +SKIP
+    'io.delta:delta-spark_4.2_2.13:4.4.0'
+    """
+    from importlib.metadata import version
+
+    spark_minor = ".".join(version("pyspark").split(".")[:2])
+    return f"io.delta:delta-spark_{spark_minor}_2.13:{version('delta-spark')}"
 
 
 def configure_delta(builder, *, extra_packages: list[str] | None = None):
@@ -82,6 +104,15 @@ def get_spark(app_name: str = "orchestrator", *, master: str | None = None,
     if on_databricks():
         logger.info("Using the Databricks runtime's SparkSession")
         return SparkSession.builder.getOrCreate()
+    if launched_by_spark_submit(os.environ):
+        # spark-submit already started the JVM with its --master, --packages and --conf.
+        builder = SparkSession.builder.appName(app_name)
+        for key, value in {**DELTA_SQL_CONF, **(conf or {})}.items():
+            builder = builder.config(key, value)
+        if master:
+            builder = builder.master(master)
+        logger.info("Starting a SparkSession in the spark-submit driver")
+        return builder.getOrCreate()
     master_url = choose_master(master, os.environ)
     builder = SparkSession.builder.appName(app_name).master(master_url)
     settings = dict(LOCAL_CONF) if master_url.startswith("local") else {}
