@@ -206,8 +206,11 @@ def generate_feature_snapshots(churn: pd.DataFrame, *, seed: int) -> tuple[pd.Da
         months_from_event = k - (SNAPSHOTS_PER_CUSTOMER - 2)
         as_of = pd.DatetimeIndex([t + pd.DateOffset(months=months_from_event) - pd.Timedelta(days=1)
                                   for t in event_ts])
-        fading = np.clip(1.0 + 0.18 * months_from_event, 0.0, 1.0)
-        activity = np.where(churned == 1, fading if months_from_event < 0 else 0.0, 1.0)
+        # Churners fade from full activity four months out to 72% in the last snapshot before
+        # the event (as_of is the day before it) and stop only after it: a point-in-time lookup
+        # sees a signal, a lookup that leaks a later snapshot sees zeros.
+        fading = float(np.clip(1.0 - 0.07 * (months_from_event + 4), 0.1, 1.0))
+        activity = np.where(churned == 1, fading if months_from_event <= 0 else 0.0, 1.0)
         logins = rng.poisson(np.maximum(0.05, 20 * activity * rng.uniform(0.6, 1.4, n)))
         rows.append(pd.DataFrame({
             "customer_id": churn["customer_id"].to_numpy(),
