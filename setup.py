@@ -3,9 +3,19 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 
+# A cluster brings its own Spark (Databricks runtimes, spark-submit installs): installing the
+# wheel there must not replace it, so pyspark and delta-spark are the "spark" extra
+# (`pip install orchestrator[spark]` for a laptop; dev.sh installs requirements.txt in full).
+_CLUSTER_PROVIDED = ("pyspark", "delta-spark")
+
+
 def _requirements() -> list[str]:
     lines = Path(__file__).with_name("requirements.txt").read_text().splitlines()
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def _name(requirement: str) -> str:
+    return requirement.split("=")[0].split("<")[0].split(">")[0].strip().lower()
 
 
 setup(
@@ -17,11 +27,13 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["orchestrator", "orchestrator.*"]),
     python_requires=">=3.10",
-    install_requires=_requirements(),
+    install_requires=[r for r in _requirements() if _name(r) not in _CLUSTER_PROVIDED],
+    extras_require={"spark": [r for r in _requirements() if _name(r) in _CLUSTER_PROVIDED]},
     entry_points={
         "console_scripts": [
             "orchestrator = orchestrator.cli:console_main",
             "orchestrator-train = orchestrator.cli:console_train_main",
+            "orchestrator-score = orchestrator.cli:console_score_main",
         ],
     },
 )
