@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from orchestrator.errors import DataError, OrchestratorError, SpecError
+from orchestrator.errors import OrchestratorError, SpecError
 
 logger = logging.getLogger("orchestrator")
 
@@ -142,6 +142,16 @@ def command_score(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _quiet_spark(spark) -> None:
+    """Spark logs WARN and above, so our step lines stand out from its INFO chatter."""
+    from pyspark.errors import PySparkException
+
+    try:
+        spark.sparkContext.setLogLevel("WARN")
+    except PySparkException:
+        logger.debug("no SparkContext to quiet (Spark Connect)")
+
+
 def command_validate(config_path: str) -> int:
     from orchestrator.config import load_config, validate_config
 
@@ -170,7 +180,7 @@ def command_run(config_path: str, *, master: str | None = None,
         spark = get_spark("orchestrator-train", master=master or config.spark_master,
                           conf=config.spark_conf)
         if not logger.isEnabledFor(logging.DEBUG):
-            spark.sparkContext.setLogLevel("WARN")  # our step lines, not Spark's INFO chatter
+            _quiet_spark(spark)
     kwargs = dict(config.workflow_kwargs)
     if output_dir:
         kwargs["output_dir"] = output_dir
@@ -202,7 +212,7 @@ def _guarded(action) -> int:
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_SPEC
-    except (DataError, OrchestratorError) as exc:
+    except OrchestratorError as exc:
         logger.debug("job failed", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED

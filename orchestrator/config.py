@@ -64,7 +64,17 @@ def resolve_env(value: Any, environ: Mapping[str, str], problems: Problems, wher
                          f"it or write ${{{name}:-default}} in the config.")
             return match.group(0)
 
-        return _ENV_PATTERN.sub(substitute, value)
+        whole = _ENV_PATTERN.fullmatch(value)
+        substituted = _ENV_PATTERN.sub(substitute, value)
+        if whole and substituted != value:
+            # A value that is only ${VAR} takes the variable's YAML type: 100 is a number.
+            import yaml
+
+            try:
+                return yaml.safe_load(substituted) if substituted.strip() else substituted
+            except yaml.YAMLError:
+                return substituted
+        return substituted
     if isinstance(value, Mapping):
         return {k: resolve_env(v, environ, problems, f"{where}.{k}" if where else str(k))
                 for k, v in value.items()}
@@ -130,6 +140,14 @@ def parse_config(raw: Any, *, base_dir: Path, environ: Mapping[str, str] | None 
         problems.expected("config.spark", "a mapping {master: ..., conf: {...}}", spark_section)
         spark_section = {}
     problems.unknown_keys(spark_section, ("master", "conf"), "config.spark")
+    spark_conf = spark_section.get("conf") or {}
+    if not isinstance(spark_conf, Mapping):
+        problems.expected("config.spark.conf", "a mapping of Spark settings", spark_conf)
+        spark_conf = {}
+    master = spark_section.get("master")
+    if master is not None and not isinstance(master, str):
+        problems.expected("config.spark.master", "a master URL such as local[*]", master)
+        master = None
     problems.raise_if_any()
     kwargs = {
         "feature_specs": resolved.get("features"),
@@ -143,9 +161,9 @@ def parse_config(raw: Any, *, base_dir: Path, environ: Mapping[str, str] | None 
         "mlflow_spec": resolved.get("mlflow"),
         "output_dir": resolved.get("output_dir"),
     }
-    conf = {str(k): str(v) for k, v in (spark_section.get("conf") or {}).items()}
+    conf = {str(k): str(v) for k, v in spark_conf.items()}
     return JobConfig(path=path or base_dir, resolved=resolved, workflow_kwargs=kwargs,
-                     spark_master=spark_section.get("master"), spark_conf=conf)
+                     spark_master=master, spark_conf=conf)
 
 
 def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> JobConfig:

@@ -78,14 +78,44 @@ class WorkflowScorer:
             scores = _classification_scores(estimator, X, np.asarray(y), self.kind,
                                             self.pos_label)
         if self.primary not in scores:
-            from sklearn.metrics import get_scorer
-
-            scores[self.primary] = float(get_scorer(self.primary)(estimator, X, y))
+            scorer = _scorer_with_pos_label(self.primary, self.pos_label if self.kind == "binary"
+                                            else None)
+            scores[self.primary] = float(scorer(estimator, X, y))
         return scores
 
-    def primary_score(self, estimator, X, y) -> float:
-        """Only the primary metric (the tuning objective)."""
-        return self(estimator, X, y)[self.primary]
+
+class MetricScorer:
+    """``scorer(estimator, X, y) -> float`` for one metric, with the task's positive class.
+
+    The tuning objective: unlike a bare scikit-learn scorer name, it scores
+    the positive class the model spec names.
+    """
+
+    def __init__(self, kind: str, metric: str, pos_label: Any = None):
+        self.kind = kind
+        self.metric = metric
+        self.pos_label = pos_label
+        self.__name__ = metric
+
+    def __call__(self, estimator, X, y) -> float:
+        return WorkflowScorer(self.kind, self.metric, self.pos_label)(estimator, X, y)[self.metric]
+
+
+def _scorer_with_pos_label(name: str, pos_label: Any):
+    """scikit-learn's scorer for ``name``, scoring ``pos_label`` where the metric takes one."""
+    import inspect
+
+    from sklearn.metrics import get_scorer, make_scorer
+
+    scorer = get_scorer(name)
+    score_func = getattr(scorer, "_score_func", None)
+    if pos_label is None or score_func is None:
+        return scorer
+    if "pos_label" not in inspect.signature(score_func).parameters:
+        return scorer
+    kwargs = {**getattr(scorer, "_kwargs", {}), "pos_label": pos_label}
+    return make_scorer(score_func, greater_is_better=getattr(scorer, "_sign", 1) > 0,
+                       response_method=getattr(scorer, "_response_method", "predict"), **kwargs)
 
 
 def _regression_scores(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:

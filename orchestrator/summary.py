@@ -74,6 +74,8 @@ def get_workflow_summary(results: dict[str, Any]) -> str:
             lines.append(f"  {name:<28}{_number(values.get('value'))}")
     if strategy == "none":
         lines.append("  (no validation was run)")
+    if results.get("validation_note"):
+        lines.append(f"  note: {results['validation_note']}")
 
     lines += _section("Tuning")
     lines += _mapping_lines(results.get("tuning_summary"),

@@ -88,12 +88,23 @@ class CategoryToString(_ColumnwiseTransformer):
 
     def transform(self, X):
         frame = self._frame(X)
+        # An int column arrives as float once it has a missing value: 1.0 must stay "1".
+        frame = frame.apply(_integral_floats_as_ints)
         as_text = frame.astype("string").astype(object)
         return as_text.where(frame.notna(), np.nan).to_numpy(dtype=object)
 
     def get_feature_names_out(self, input_features=None):
         check_is_fitted(self, "feature_names_in_")
         return np.asarray(self.feature_names_in_, dtype=object)
+
+
+def _integral_floats_as_ints(column: pd.Series) -> pd.Series:
+    if not pd.api.types.is_float_dtype(column.dtype):
+        return column
+    values = column.dropna()
+    if len(values) and (values == np.floor(values)).all():
+        return column.astype("Int64")
+    return column
 
 
 class DatetimeParts(_ColumnwiseTransformer):

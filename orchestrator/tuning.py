@@ -475,7 +475,8 @@ def tune(pipeline, X, y, spec: TuningSpec, *, model_spec, scoring, spark=None,
         spec.backend, spark_reason=spark_reason,
         hyperopt_installed=importlib.util.find_spec("hyperopt") is not None,
         optuna_installed=importlib.util.find_spec("optuna") is not None)
-    metric = spec.metric or scoring
+    # A callable scorer (the workflow's, which knows pos_label) wins over a bare scorer name.
+    metric = scoring if callable(scoring) else (spec.metric or scoring)
     metric_name = metric if isinstance(metric, str) else getattr(metric, "__name__", repr(metric))
     logger.info("Tuning %d parameters with backend %s (%s), algo %s, metric %s, %d trials",
                 len(spec.search_space), backend, why, spec.algo, metric_name, spec.max_evals)

@@ -99,9 +99,13 @@ def split_holdout(X: pd.DataFrame, y: pd.Series, spec: ValidationSpec, kind: str
                             "validation_params.stratify: false.")
         stratify = y
     n_test = int(np.ceil(spec.test_size * len(y)))
-    if n_test < 1 or len(y) - n_test < 2:
+    needed = pd.Series(y).nunique() if stratify is not None else 1
+    if n_test < needed or len(y) - n_test < max(2, needed):
+        per_class = " (a stratified split needs a row of each class on both sides)" \
+            if stratify is not None else ""
         raise DataError(f"validation: test_size={spec.test_size} of {len(y)} rows leaves "
-                        f"{len(y) - n_test} training and {n_test} hold-out rows; adjust test_size.")
+                        f"{len(y) - n_test} training and {n_test} hold-out rows{per_class}; "
+                        "adjust validation_params.test_size.")
     return train_test_split(X, y, test_size=spec.test_size, random_state=spec.random_state,
                             stratify=stratify)
 

@@ -54,18 +54,28 @@ def _degrade(step: str, results: dict, action: Callable[[], Any]) -> tuple[bool,
 
 
 def _check_in_memory_data(X, y, columns: list[str]):
+    import numpy as np
     import pandas as pd
 
     if not isinstance(X, pd.DataFrame):
         raise SpecError([f"run_ml_workflow.X: expected a pandas DataFrame with the feature "
                          f"columns, got {type(X).__name__}."])
-    if y is None:
-        raise SpecError(["run_ml_workflow.y: expected the labels (a pandas Series or list) "
-                         "alongside X, got None."])
-    y = pd.Series(y, index=X.index if len(y) == len(X) else None, name=getattr(y, "name", None))
-    if len(y) != len(X):
-        raise DataError(f"run_ml_workflow: X has {len(X)} rows but y has {len(y)}; they must "
-                        "have one label per row.")
+    if isinstance(y, pd.DataFrame) and y.shape[1] == 1:
+        y = y.iloc[:, 0]
+    values = np.asarray(y) if isinstance(y, (pd.Series, list, tuple, np.ndarray)) else None
+    if values is None or values.ndim != 1:
+        raise SpecError([f"run_ml_workflow.y: expected one label per row (a pandas Series, "
+                         f"list or 1-D array), got {type(y).__name__}"
+                         f"{'' if values is None else f' with shape {values.shape}'}."])
+    if len(values) != len(X):
+        raise DataError(f"run_ml_workflow: X has {len(X)} rows but y has {len(values)}; they "
+                        "must have one label per row.")
+    if isinstance(y, pd.Series) and not y.index.equals(X.index):
+        raise DataError("run_ml_workflow: y's index differs from X's, so labels cannot be "
+                        "paired with rows safely; reset both (X.reset_index(drop=True), "
+                        "y.reset_index(drop=True)) or align them first.")
+    # Paired by position: a list or array has no index of its own.
+    y = pd.Series(values, index=X.index, name=getattr(y, "name", None))
     missing = [c for c in columns if c not in X.columns]
     if missing:
         raise MissingColumnError(missing, [str(c) for c in X.columns], where="X")
@@ -117,11 +127,8 @@ def _load_data(specs: WorkflowSpecs, X, y, spark, results: dict):
                                     feature_columns=columns)
         results["data"] = dict(loaded.lineage)
         return loaded.X.loc[:, columns], loaded.y
-    try:
-        from orchestrator.feature_store import build_training_set
-    except ImportError as exc:
-        raise StepError("feature_store_spec: point-in-time feature lookups are not available in "
-                        "this version yet; load the data with data_spec instead.") from exc
+    from orchestrator.feature_store import build_training_set
+
     loaded = build_training_set(_require_spark(spark, "feature_store_spec"), specs.feature_store,
                                 feature_columns=columns)
     results["data"] = dict(loaded.lineage)
@@ -156,9 +163,14 @@ def _fit(estimator, X, y, what: str):
     try:
         return estimator.fit(X, y)
     except (ValueError, TypeError) as exc:
-        raise StepError(f"{what} failed: {str(exc).replace(chr(10), ' ')}. Check that each column's feature type in "
-                        "feature_specs matches its values (numbers for numeric, dates for "
-                        "datetime).") from exc
+        message = str(exc).replace("\n", " ")
+        if "Unknown label type" in message:
+            hint = ("The labels look continuous: set model_spec.task: regression with a "
+                    "regressor, or use class labels.")
+        else:
+            hint = ("Check that each column's feature type in feature_specs matches its values "
+                    "(numbers for numeric, dates for datetime).")
+        raise StepError(f"{what} failed: {message}. {hint}") from exc
 
 
 def _plain(value: Any) -> Any:
@@ -224,6 +236,10 @@ def run_ml_workflow(feature_specs: Any, model_spec: Any, X: Any = None, y: Any =
     >>> results["cv_score"]  # doctest: +SKIP
     0.83
     """
+    if (X is None) != (y is None):
+        given, missing = ("X", "y") if X is not None else ("y", "X")
+        raise SpecError([f"run_ml_workflow: {given} was given without {missing}; pass both, or "
+                         "neither with a data_spec or feature_store_spec."])
     specs = parse_specs(feature_specs=feature_specs, model_spec=model_spec,
                         validation_strategy=validation_strategy,
                         validation_params=validation_params, data_spec=data_spec,
@@ -232,7 +248,11 @@ def run_ml_workflow(feature_specs: Any, model_spec: Any, X: Any = None, y: Any =
                         data_given=X is not None or y is not None)
     output = Path(output_dir) if output_dir is not None else Path(
         tempfile.mkdtemp(prefix="orchestrator-run-"))
-    output.mkdir(parents=True, exist_ok=True)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StepError(f"output_dir: cannot create {str(output)!r}: {exc}; choose a writable "
+                        "directory.") from exc
     results: dict[str, Any] = {
         "pipeline": None, "cv_score": None, "tuning_summary": None, "calibration_summary": None,
         "mlflow_run_id": None, "metrics": {}, "data": {}, "warnings": [], "timings": {},
@@ -268,7 +288,8 @@ def _tracking(specs: WorkflowSpecs, config: dict, results: dict) -> Iterator[Any
 def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: dict, tracker) -> None:
     from sklearn.base import clone
 
-    from orchestrator.metrics import WorkflowScorer, default_pos_label, primary_metric
+    from orchestrator.metrics import (MetricScorer, WorkflowScorer, default_pos_label,
+                                      primary_metric)
     from orchestrator.pipeline import build_ml_pipeline
     from orchestrator.validation import (cross_validate_procedure, score_holdout,
                                          split_holdout)
@@ -294,13 +315,18 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: dict, t
         with _step(3, "tuning", results):
             from orchestrator.tuning import tune
 
+            tuning_metric = MetricScorer(kind, specs.tuning.metric or primary, pos_label)
             ok, outcome = _degrade("tuning", results, lambda: tune(
                 pipeline, X, y, specs.tuning, model_spec=specs.model,
-                scoring=scorer.primary_score, spark=_active_spark(spark),
+                scoring=tuning_metric, spark=_active_spark(spark),
                 mlflow_parent_run_id=tracker.run_id if tracker else None))
             if ok:
                 pipeline.set_params(**outcome.best_params)
                 results["tuning_summary"] = outcome.summary
+                if specs.validation.strategy == "cross_validation":
+                    results["validation_note"] = (
+                        "tuning chose the params on the same rows cross-validation scores, so "
+                        "cv_score is optimistic; train_test gives an unbiased hold-out score")
                 results["artifacts"].update(outcome.summary.get("artifacts", {}))
             else:
                 results["tuning_summary"] = {"status": "degraded",
@@ -364,8 +390,6 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: dict, t
 
 
 def _calibrate(specs: WorkflowSpecs, pipeline, X, y, output: Path, results: dict):
-    if specs.model.task != "classification":
-        raise SpecError(["calibration_spec: calibration applies to classifiers only."])
     from orchestrator.calibration import calibrate
 
     return _degrade("calibration", results, lambda: calibrate(
@@ -376,5 +400,5 @@ def _calibrate(specs: WorkflowSpecs, pipeline, X, y, output: Path, results: dict
 def _validate(action: Callable[[], Any]):
     try:
         return action()
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, AttributeError) as exc:
         raise StepError(f"validation failed: {exc}") from exc

@@ -106,8 +106,18 @@ def test_the_wheel_artifact_builds_from_setup_py_into_the_folder_the_tasks_insta
     assert artifact["type"] == "whl"
     assert (ROOT / artifact["path"] / "setup.py").is_file()
     assert "--wheel-dir dist" in artifact["build"]
-    # Task libraries are relative to the resources file that names them.
-    assert (ROOT / "resources" / "../dist").resolve() == ROOT / "dist"
+    # Task libraries are relative to the resources file that names them: each must point into
+    # the folder the artifact's build writes to.
+    import yaml
+
+    build_dir = (ROOT / artifact["path"] / "dist").resolve()
+    for resource in sorted((ROOT / "resources").glob("*.yml")):
+        for job in (yaml.safe_load(resource.read_text()).get("resources", {})
+                    .get("jobs", {}).values()):
+            for task in job.get("tasks", []):
+                for library in task.get("libraries", []):
+                    wheel = (resource.parent / library["whl"]).resolve()
+                    assert wheel.parent == build_dir, (resource.name, library["whl"])
 
 
 def test_wheel_task_parameters_parse_with_the_entry_points_own_parsers(bundle, monkeypatch):

@@ -77,7 +77,7 @@ def test_validate_config_checks_every_spec(tmp_path):
 
 def test_cli_validate_good_and_bad(tmp_path, capsys):
     assert main(["validate", str(_write(tmp_path, GOOD))]) == 0
-    assert "valid" in capsys.readouterr().out
+    assert ": valid." in capsys.readouterr().out
     bad = _write(tmp_path, {**GOOD, "features": [{"name": "age", "type": "numerik"}]}, "bad.yml")
     assert main(["validate", str(bad)]) == 2
     err = capsys.readouterr().err
@@ -96,3 +96,15 @@ def test_repo_configs_are_valid():
     assert configs, "conf/ holds the demo configs"
     for path in configs:
         validate_config(load_config(path, environ={}))
+
+
+def test_whole_env_values_keep_their_yaml_type_and_spark_section_is_checked(tmp_path):
+    raw = {**GOOD, "data": {"path": "t", "label": "y", "max_rows": "${MAX_ROWS:-100}"}}
+    config = parse_config(raw, base_dir=tmp_path, environ={})
+    assert config.workflow_kwargs["data_spec"]["max_rows"] == 100
+    mixed = parse_config({**GOOD, "data": {"path": "${ROOT:-x}/t", "label": "y"}},
+                         base_dir=tmp_path, environ={})
+    assert mixed.workflow_kwargs["data_spec"]["path"].endswith("x/t")
+    with pytest.raises(SpecError, match=r"config.spark.conf: expected a mapping") as info:
+        parse_config({**GOOD, "spark": {"conf": ["a"], "master": 3}}, base_dir=tmp_path)
+    assert "config.spark.master" in str(info.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 
 import pytest
@@ -155,8 +156,43 @@ def test_dotted_estimator_path_and_task_inference():
 
 
 def test_validation_starts_no_spark_and_imports_no_heavy_library():
-    heavy = ("pyspark", "mlflow", "hyperopt")
-    before = {name for name in sys.modules if name.split(".")[0] in heavy}
-    _parse()
-    after = {name for name in sys.modules if name.split(".")[0] in heavy}
-    assert after == before
+    # A fresh interpreter: in a full test run these modules are already imported.
+    code = ("import sys\n"
+            "from orchestrator.specs import parse_specs\n"
+            "parse_specs(feature_specs=[{'name': 'a', 'type': 'numeric'}],\n"
+            "            model_spec={'estimator': 'random_forest'}, data_given=True,\n"
+            "            tuning_spec={'search_space': {'max_depth': {'dist': 'randint', 'low': 2,"
+            " 'high': 9}}}, calibration_spec={'method': 'sigmoid'}, mlflow_spec={})\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'pyspark', 'mlflow', 'hyperopt', 'py4j', 'optuna'}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("overrides, pattern", [
+    ({"model_spec": {"estimator": "linear_svc", "metric": "neg_log_loss"}},
+     r"'neg_log_loss' needs predicted probabilities but LinearSVC has no predict_proba"),
+    ({"feature_specs": [{"name": "a", "type": "numeric", "impute": "constant",
+                         "fill_value": "zero"}]},
+     r"fill_value: expected a number for a numeric feature, got 'zero'"),
+    ({"model_spec": {"estimator": "random_forest", "pos_label": ["a", "b"]}},
+     r"pos_label: expected one class label"),
+    ({"data_given": False, "feature_specs": [{"name": "churned", "type": "numeric"}],
+      "data_spec": {"path": "/t", "label": "churned"}},
+     r"the label column 'churned' is also a feature"),
+])
+def test_more_mistakes_are_caught_before_any_data(overrides, pattern):
+    with pytest.raises(SpecError, match=pattern):
+        _parse(**overrides)
+
+
+def test_boolean_constant_fill_and_yaml_date_timestamp_are_accepted():
+    import datetime
+
+    specs = _parse(feature_specs=[{"name": "f", "type": "boolean", "impute": "constant",
+                                   "fill_value": False}],
+                   data_given=False,
+                   data_spec={"path": "/t", "label": "y", "timestamp": datetime.date(2024, 1, 2)})
+    assert specs.features[0].fill_value is False
+    assert specs.data.timestamp == "2024-01-02"

@@ -99,14 +99,24 @@ def test_regression_with_rmse_metric(tmp_path):
     assert results["metrics"]["r2"]["mean"] > 0.3
 
 
-def test_pos_label_changes_the_positive_class(cancer, tmp_path):
+@pytest.mark.parametrize("metric", ["recall", "jaccard"])
+def test_pos_label_changes_the_positive_class(cancer, tmp_path, metric):
+    from sklearn.metrics import jaccard_score, recall_score
+
     X, y = cancer
-    results = run_ml_workflow(FEATURES, {**LOGREG, "metric": "recall", "pos_label": "benign"},
-                              X=X, y=y, validation_strategy="train_test", output_dir=tmp_path)
-    pred = results["pipeline"].predict(X)
-    assert results["pos_label"] == "benign"
-    assert 0.8 < results["cv_score"] <= 1.0
-    assert (pred == "benign").any()
+    score = {"recall": recall_score, "jaccard": jaccard_score}[metric]
+    scores = {}
+    for positive in ("benign", "malignant"):
+        results = run_ml_workflow(FEATURES, {**LOGREG, "metric": metric, "pos_label": positive},
+                                  X=X, y=y, validation_strategy="train_test",
+                                  output_dir=tmp_path)
+        _, X_test, _, y_test = train_test_split(X, y, test_size=0.2, random_state=42,
+                                                stratify=y)
+        expected = score(y_test, results["pipeline"].predict(X_test), pos_label=positive)
+        assert results["pos_label"] == positive
+        assert results["cv_score"] == pytest.approx(expected)
+        scores[positive] = results["cv_score"]
+    assert scores["benign"] != pytest.approx(scores["malignant"])
 
 
 def test_missing_feature_column_names_a_close_match(cancer):
@@ -223,7 +233,9 @@ def test_tuning_then_training_uses_the_best_params(cancer, tmp_path):
     tuning = results["tuning_summary"]
     assert tuning["backend"] == "local" and tuning["trials_ok"] == 6
     best_c = tuning["best_params"]["C"]
-    assert 0.01 <= best_c <= 100
+    winner = max((t for t in tuning["trials"] if t["status"] == "ok"), key=lambda t: t["score"])
+    assert winner["score"] == tuning["best_score"] and winner["params"]["C"] == best_c
+    assert results["validation_rows"]["train_rows"] == results["data"]["training_rows"]
     assert results["timings"].keys() >= {"tuning", "training", "calibration", "validation"}
     # the hold-out is neither tuned, fitted nor calibrated on
     training_rows = results["data"]["training_rows"]
@@ -250,3 +262,45 @@ def test_tuning_failure_degrades_to_the_model_spec_params(cancer, tmp_path):
     assert results["pipeline"].named_steps["model"].C == 0.5
     assert results["pipeline"].named_steps["model"].l1_ratio in (None, 0.0)
     assert "[tuning]" in get_workflow_summary(results)
+
+
+def test_labels_are_paired_by_position_and_mismatched_indexes_are_refused(cancer, tmp_path):
+    X, y = cancer
+    as_list = run_ml_workflow(FEATURES, LOGREG, X=X, y=list(y), validation_strategy="none",
+                              output_dir=tmp_path)
+    assert list(as_list["pipeline"].classes_) == ["benign", "malignant"]
+    with pytest.raises(DataError, match="y's index differs from X's"):
+        run_ml_workflow(FEATURES, LOGREG, X=X, y=y.reset_index(drop=True).set_axis(
+            y.index + 1000), validation_strategy="none")
+    with pytest.raises(SpecError, match="expected one label per row"):
+        run_ml_workflow(FEATURES, LOGREG, X=X, y=pd.DataFrame({"a": y, "b": y}))
+    with pytest.raises(SpecError, match="y was given without X"):
+        run_ml_workflow(FEATURES, LOGREG, y=y)
+
+
+def test_a_hold_out_too_small_for_every_class_is_explained(cancer):
+    X, y = cancer
+    with pytest.raises(DataError, match=r"needs a row of each class on both sides"):
+        run_ml_workflow(FEATURES, LOGREG, X=X.head(12), y=y.head(12).where(
+            [True] * 6 + [False] * 6, "benign"), validation_strategy="train_test",
+            validation_params={"test_size": 0.05})
+
+
+def test_tuning_metric_scores_the_spec_positive_class(cancer, tmp_path):
+    X, y = cancer
+    results = run_ml_workflow(
+        FEATURES, {**LOGREG, "pos_label": "malignant"}, X=X, y=y, validation_strategy="none",
+        tuning_spec={"search_space": {"C": {"dist": "loguniform", "low": 0.01, "high": 10}},
+                     "metric": "f1", "max_evals": 3, "backend": "local", "cv_folds": 3},
+        output_dir=tmp_path)
+    assert results["warnings"] == []
+    assert results["tuning_summary"]["trials_ok"] == 3
+    assert results["tuning_summary"]["metric"] == "f1"
+
+
+def test_categories_survive_an_int_column_turning_float():
+    from orchestrator.transformers import CategoryToString
+
+    fitted = CategoryToString().fit(pd.DataFrame({"c": [1, 2, 3]}))
+    out = fitted.transform(pd.DataFrame({"c": [1.0, None, 3.0]}))
+    assert out[0, 0] == "1" and out[2, 0] == "3" and pd.isna(out[1, 0])

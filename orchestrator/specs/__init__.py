@@ -117,6 +117,9 @@ def parse_specs(*, feature_specs: Any, model_spec: Any,
     if data is not None:
         if data.label is None:
             problems.add("data_spec", "missing required key 'label' (the column to predict).")
+        elif data.label in feature_columns(features):
+            problems.add("feature_specs", f"the label column {data.label!r} is also a feature; "
+                         "remove it from feature_specs (it would leak the answer).")
         if data.columns is not None and features:
             for column in feature_columns(features):
                 if column not in data.columns:

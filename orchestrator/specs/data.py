@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -55,7 +56,10 @@ def parse_data_spec(raw: object, problems: Problems) -> DataSpec | None:
         problems.add(where, "give at most one of 'version' and 'timestamp' for time travel.")
     version = problems.number(raw, "version", where, default=None, integer=True, low=0)
     timestamp = raw.get("timestamp")
-    if timestamp is not None:
+    if isinstance(timestamp, (datetime.date, datetime.datetime)):
+        timestamp = timestamp.isoformat(sep=" ") if isinstance(timestamp, datetime.datetime) \
+            else timestamp.isoformat()  # YAML reads an unquoted 2024-01-01 as a date
+    elif timestamp is not None:
         timestamp = problems.string(raw, "timestamp", where, default=None)
     label = problems.string(raw, "label", where, default=None)
     columns = problems.string_list(raw, "columns", where, default=None)

@@ -22,7 +22,7 @@ DEFAULT_DATETIME_PARTS = ("year", "month", "dayofweek", "hour")
 _OPTIONS = {
     "numeric": ("impute", "fill_value", "scale"),
     "categorical": ("impute", "fill_value", "encode", "max_categories"),
-    "boolean": ("impute",),
+    "boolean": ("impute", "fill_value"),
     "text": ("method", "max_features", "ngram_max", "lowercase"),
     "datetime": ("parts",),
 }
@@ -129,7 +129,15 @@ def _parse_one(item: object, where: str, problems: Problems) -> FeatureSpec | No
         if "fill_value" not in item:
             problems.add(where, "impute 'constant' needs a 'fill_value' (the value that "
                          "replaces missing entries).")
-        options["fill_value"] = item.get("fill_value")
+        fill_value = item.get("fill_value")
+        if kind == "numeric" and "fill_value" in item and (
+                isinstance(fill_value, bool) or not isinstance(fill_value, (int, float))):
+            problems.expected(f"{where}.fill_value", "a number for a numeric feature",
+                              fill_value)
+        if kind == "boolean" and "fill_value" in item and not isinstance(fill_value, bool):
+            problems.expected(f"{where}.fill_value", "true or false for a boolean feature",
+                              fill_value)
+        options["fill_value"] = fill_value
     elif "fill_value" in item:
         problems.add(where, "'fill_value' is only used with impute: constant; "
                      "remove it or set impute: constant.")

@@ -40,6 +40,7 @@ DEFAULT_METRICS = {"binary": "roc_auc", "multiclass": "f1_macro", "regression": 
 _REGRESSION_ONLY_PREFIXES = ("r2", "neg_mean", "neg_root_mean", "neg_median", "explained_variance",
                              "max_error", "neg_max_error", "d2_")
 _MODEL_KEYS = ("estimator", "params", "task", "metric", "pos_label")
+_PROBABILITY_METRICS = ("neg_log_loss", "neg_brier_score")
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,13 @@ def parse_model_spec(raw: object, problems: Problems) -> ModelSpec | None:
     pos_label = raw.get("pos_label")
     if pos_label is not None and task == "regression":
         problems.add(f"{where}.pos_label", "pos_label applies to classification only; remove it.")
+    elif pos_label is not None and not isinstance(pos_label, (str, int, float, bool)):
+        problems.expected(f"{where}.pos_label", "one class label (a string or a number)",
+                          pos_label)
+    if metric in _PROBABILITY_METRICS and not hasattr(cls, "predict_proba"):
+        problems.add(f"{where}.metric", f"{metric!r} needs predicted probabilities but "
+                     f"{cls.__name__} has no predict_proba; choose another metric or add "
+                     "calibration.")
 
     if not problems or all(not m.startswith(where) for m in problems.messages):
         try:
