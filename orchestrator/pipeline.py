@@ -6,9 +6,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from orchestrator.specs import FeatureSpec, ModelSpec, Problems
+from orchestrator.specs import FeatureSpec, ModelSpec, Problems, did_you_mean
 from orchestrator.specs.features import parse_feature_specs
-from orchestrator.specs.model import parse_model_spec
+from orchestrator.specs.model import estimator_param_names, parse_model_spec
 
 logger = logging.getLogger(__name__)
 
@@ -145,13 +145,15 @@ def build_ml_pipeline(feature_specs: Any, model_spec: Any, *, model_params: dict
     from sklearn.pipeline import Pipeline
 
     problems = Problems()
-    if isinstance(feature_specs, (list, tuple)) and feature_specs and all(
-            isinstance(s, FeatureSpec) for s in feature_specs):
-        features = tuple(feature_specs)
-    else:
-        features = parse_feature_specs(feature_specs, problems)
+    features = parse_feature_specs(feature_specs, problems)
     model = model_spec if isinstance(model_spec, ModelSpec) else parse_model_spec(model_spec,
                                                                                 problems)
+    if model is not None and model_params:
+        known = estimator_param_names(model.estimator_class())
+        for key in model_params:
+            if key not in known:
+                problems.add("model_params", f"{model.estimator_class().__name__} has no "
+                             f"parameter {key!r}{did_you_mean(key, known)}.")
     problems.raise_if_any()
     estimator = model.make_estimator(**(model_params or {}))
     return Pipeline([(PREPROCESS_STEP, build_preprocessor(features)), (MODEL_STEP, estimator)])

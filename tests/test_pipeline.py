@@ -151,3 +151,16 @@ def test_text_columns_survive_an_all_empty_column():
 def test_build_rejects_bad_specs_with_spec_error():
     with pytest.raises(SpecError, match="did you mean 'numeric'"):
         build_ml_pipeline([{"name": "a", "type": "numerik"}], {"estimator": "ridge"})
+
+
+def test_typed_specs_and_param_overrides_are_checked_like_dicts():
+    from orchestrator.specs import FeatureSpec
+
+    with pytest.raises(SpecError, match="got 'numerc'"):
+        build_ml_pipeline([FeatureSpec(type="numerc", columns=("a",))], {"estimator": "ridge"})
+    pipe = build_ml_pipeline([FeatureSpec(type="numeric", columns=("a",), scale="minmax")],
+                             {"estimator": "ridge"}, model_params={"alpha": 3.0})
+    assert pipe.named_steps["model"].alpha == 3.0
+    with pytest.raises(SpecError, match=r"Ridge has no parameter 'alpah' \(did you mean 'alpha'"):
+        build_ml_pipeline([{"name": "a", "type": "numeric"}], {"estimator": "ridge"},
+                          model_params={"alpah": 1})

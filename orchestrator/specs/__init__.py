@@ -88,11 +88,7 @@ def parse_specs(*, feature_specs: Any, model_spec: Any,
     'classification'
     """
     problems = Problems()
-    if isinstance(feature_specs, (list, tuple)) and feature_specs and all(
-            isinstance(f, FeatureSpec) for f in feature_specs):
-        features = tuple(feature_specs)
-    else:
-        features = parse_feature_specs(feature_specs, problems)
+    features = parse_feature_specs(feature_specs, problems)
     model = _typed_or_parsed(model_spec, ModelSpec, parse_model_spec, problems)
     validation = parse_validation_spec(validation_strategy, validation_params, problems)
     data = _typed_or_parsed(data_spec, DataSpec, parse_data_spec, problems)

@@ -64,6 +64,8 @@ def parse_feature_specs(raw: object, problems: Problems) -> tuple[FeatureSpec, .
     seen: dict[str, str] = {}
     for index, item in enumerate(raw):
         item_where = f"{where}[{index}]"
+        if isinstance(item, FeatureSpec):
+            item = _as_raw(item)  # typed specs pass the same checks as dicts
         spec = _parse_one(item, item_where, problems)
         if spec is None:
             continue
@@ -75,6 +77,18 @@ def parse_feature_specs(raw: object, problems: Problems) -> tuple[FeatureSpec, .
                 seen[column] = item_where
         specs.append(spec)
     return tuple(specs)
+
+
+def _as_raw(spec: FeatureSpec) -> dict[str, Any]:
+    """A typed spec as the dict a user would write (only the options of its type)."""
+    raw: dict[str, Any] = {"type": spec.type, "columns": list(spec.columns)}
+    for key in _OPTIONS.get(spec.type, ()):
+        value = getattr(spec, key)
+        if key == "fill_value" and spec.impute != "constant":
+            continue
+        if value is not None:
+            raw[key] = list(value) if isinstance(value, tuple) else value
+    return raw
 
 
 def _parse_one(item: object, where: str, problems: Problems) -> FeatureSpec | None:
