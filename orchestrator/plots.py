@@ -96,3 +96,54 @@ def plot_reliability_diagram(before: ReliabilityCurve | None, after: Reliability
     figure.savefig(path, format="png")
     logger.info("reliability diagram written to %s", path)
     return path
+
+
+def plot_tuning_history(trials: list[dict], path: str | Path, *, metric: str,
+                        title: str = "Tuning history") -> Path:
+    """Each trial's score in the order it finished, with the best score so far.
+
+    Parameters
+    ----------
+    trials : list of dict
+        ``tuning_summary["trials"]``: each with ``number``, ``status`` and ``score``.
+    path : str or Path
+        Where to write the PNG.
+    metric : str
+        The tuned metric (greater is better, as scikit-learn scorers).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        If no trial has a score.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    scored = [t for t in trials if t.get("score") is not None]
+    if not scored:
+        raise ValueError("nothing to plot: no trial has a score.")
+    order = np.arange(1, len(scored) + 1)
+    scores = np.asarray([float(t["score"]) for t in scored])
+    failed = sum(1 for t in trials if t.get("score") is None)
+
+    figure = Figure(figsize=(8, 4.5), dpi=110, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.scatter(order, scores, color="tab:blue", s=28, label="trial score", zorder=3)
+    axes.step(order, np.maximum.accumulate(scores), where="post", color="tab:orange",
+              linewidth=2, label="best so far")
+    best = int(np.argmax(scores))
+    axes.scatter([order[best]], [scores[best]], color="tab:red", s=90, marker="*", zorder=4,
+                 label=f"best: {scores[best]:.4f} (completed trial {order[best]})")
+    axes.set(xlabel="completed trial", ylabel=metric,
+             title=f"{title} ({len(scored)} scored" + (f", {failed} failed)" if failed else ")"))
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="best", fontsize=9)  # never over a trial's point
+    figure.savefig(path, format="png")
+    logger.info("tuning history written to %s", path)
+    return path

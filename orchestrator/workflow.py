@@ -323,11 +323,11 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: dict, t
             if ok:
                 pipeline.set_params(**outcome.best_params)
                 results["tuning_summary"] = outcome.summary
+                _plot_tuning_history(outcome.summary, output, results)
                 if specs.validation.strategy == "cross_validation":
                     results["validation_note"] = (
                         "tuning chose the params on the same rows cross-validation scores, so "
                         "cv_score is optimistic; train_test gives an unbiased hold-out score")
-                results["artifacts"].update(outcome.summary.get("artifacts", {}))
             else:
                 results["tuning_summary"] = {"status": "degraded",
                                              "reason": results["warnings"][-1]["reason"],
@@ -387,6 +387,16 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: dict, t
                 for reason in logged.get("warnings", []):
                     results["warnings"].append({"step": "mlflow_logging", "reason": reason})
     results["summary_text"] = get_workflow_summary(results)
+
+
+def _plot_tuning_history(summary: dict, output: Path, results: dict) -> None:
+    from orchestrator.plots import plot_tuning_history
+
+    ok, path = _degrade("tuning_plot", results, lambda: plot_tuning_history(
+        summary.get("trials") or [], output / "tuning_history.png",
+        metric=str(summary.get("metric"))))
+    if ok:
+        results["artifacts"]["tuning_history"] = str(path)
 
 
 def _calibrate(specs: WorkflowSpecs, pipeline, X, y, output: Path, results: dict):

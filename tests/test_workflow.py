@@ -236,6 +236,10 @@ def test_tuning_then_training_uses_the_best_params(cancer, tmp_path):
     winner = max((t for t in tuning["trials"] if t["status"] == "ok"), key=lambda t: t["score"])
     assert winner["score"] == tuning["best_score"] and winner["params"]["C"] == best_c
     assert results["validation_rows"]["train_rows"] == results["data"]["training_rows"]
+    from matplotlib.image import imread
+
+    history = imread(results["artifacts"]["tuning_history"])
+    assert history.shape[0] > 300 and history.std() > 0.05  # a drawn figure, not a blank one
     assert results["timings"].keys() >= {"tuning", "training", "calibration", "validation"}
     # the hold-out is neither tuned, fitted nor calibrated on
     training_rows = results["data"]["training_rows"]
