@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Mapping
 
 logger = logging.getLogger(__name__)
@@ -116,6 +117,10 @@ def get_spark(app_name: str = "orchestrator", *, master: str | None = None,
     master_url = choose_master(master, os.environ)
     builder = SparkSession.builder.appName(app_name).master(master_url)
     settings = dict(LOCAL_CONF) if master_url.startswith("local") else {}
+    if master_url.startswith("local") and "PYSPARK_PYTHON" not in os.environ:
+        # Local Python workers must run this interpreter (its venv has scikit-learn), not
+        # whatever "python3" is first on PATH; PySpark reads only the variable.
+        os.environ["PYSPARK_PYTHON"] = sys.executable
     from orchestrator.tuning import tuning_spark_conf
 
     # Python workers forked from a daemon that preloaded scikit-learn: cheap tuning trials.
