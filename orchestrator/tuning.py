@@ -166,14 +166,9 @@ def spark_unusable_reason(spark) -> tuple[Any, str | None]:
     Otherwise ``(None, reason)``: no pyspark, no active session, Spark Connect or
     serverless (no SparkContext), or a stopped context.
     """
-    try:
-        from pyspark.sql import SparkSession
-    except ImportError:
-        return None, "pyspark is not installed"
+    spark, reason = _optuna_spark_session(spark)
     if spark is None:
-        spark = SparkSession.getActiveSession()
-        if spark is None:
-            return None, "no active SparkSession"
+        return None, reason
     try:
         from pyspark.sql.utils import is_remote
 
@@ -661,7 +656,7 @@ def _run_optuna(pipeline, X, y, spec: TuningSpec, metric, cv, monitor: _TrialMon
 
 
 def _optuna_spark_session(spark) -> tuple[Any, str]:
-    """The session MlflowSparkStudy would use (classic or Spark Connect), or why there is none."""
+    """The given or active session (classic or Spark Connect), or why there is none."""
     try:
         from pyspark.sql import SparkSession
     except ImportError:
