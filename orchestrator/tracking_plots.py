@@ -113,19 +113,15 @@ def _classification_plots(evaluation: Mapping[str, Any], pos_label: Any,
         positive = pos_label if pos_label in classes else classes[1]
         score = proba[:, classes.index(positive)] if proba.ndim == 2 else proba
 
-        figure, ax = _figure()
-        RocCurveDisplay.from_predictions(y_true, score, pos_label=positive, ax=ax,
-                                         name="model", plot_chance_level=True)
-        ax.set_title(f"ROC curve (positive class: {positive})\n{description}")
-        ax.grid(alpha=0.3)
-        paths.append(_save(figure, output_dir / "roc_curve.png"))
-
-        figure, ax = _figure()
-        PrecisionRecallDisplay.from_predictions(y_true, score, pos_label=positive, ax=ax,
-                                                name="model", plot_chance_level=True)
-        ax.set_title(f"Precision-recall curve (positive class: {positive})\n{description}")
-        ax.grid(alpha=0.3)
-        paths.append(_save(figure, output_dir / "precision_recall_curve.png"))
+        for display, title, filename in (
+                (RocCurveDisplay, "ROC curve", "roc_curve.png"),
+                (PrecisionRecallDisplay, "Precision-recall curve", "precision_recall_curve.png")):
+            figure, ax = _figure()
+            display.from_predictions(y_true, score, pos_label=positive, ax=ax, name="model",
+                                     plot_chance_level=True)
+            ax.set_title(f"{title} (positive class: {positive})\n{description}")
+            ax.grid(alpha=0.3)
+            paths.append(_save(figure, output_dir / filename))
 
     size = max(5.0, 0.55 * len(classes) + 3)
     figure, ax = _figure(size, size * 0.85)

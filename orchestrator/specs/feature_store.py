@@ -156,6 +156,16 @@ def _one_source(raw: Mapping, where: str, problems: Problems, first: str, second
                      f"(catalog.schema.name), got {'both' if first in raw else 'neither'}.")
 
 
+def _parse_table_source(raw: Mapping, where: str, problems: Problems):
+    """The keys the labels and every lookup share: path or table, version, keys."""
+    _one_source(raw, where, problems, "path", "table")
+    path = problems.string(raw, "path", where, default=None)
+    table = problems.string(raw, "table", where, default=None)
+    version = problems.number(raw, "version", where, default=None, integer=True, low=0)
+    keys = problems.string_list(raw, "keys", where)
+    return path, table, version, keys
+
+
 def _parse_labels(raw: object, problems: Problems) -> LabelsSpec | None:
     where = f"{WHERE}.labels"
     if raw is None:
@@ -167,11 +177,7 @@ def _parse_labels(raw: object, problems: Problems) -> LabelsSpec | None:
                           "label: churned}", raw)
         return None
     problems.unknown_keys(raw, _LABELS_KEYS, where)
-    _one_source(raw, where, problems, "path", "table")
-    path = problems.string(raw, "path", where, default=None)
-    table = problems.string(raw, "table", where, default=None)
-    version = problems.number(raw, "version", where, default=None, integer=True, low=0)
-    keys = problems.string_list(raw, "keys", where)
+    path, table, version, keys = _parse_table_source(raw, where, problems)
     timestamp = problems.string(raw, "timestamp", where, default=None)
     label = problems.string(raw, "label", where)
     if keys and label and label in keys:
@@ -216,11 +222,7 @@ def _parse_lookup(raw: object, index: int, labels: LabelsSpec | None,
                           "timestamp_key: as_of_ts}", raw)
         return None
     problems.unknown_keys(raw, _LOOKUP_KEYS, where)
-    _one_source(raw, where, problems, "path", "table")
-    table = problems.string(raw, "table", where, default=None)
-    path = problems.string(raw, "path", where, default=None)
-    version = problems.number(raw, "version", where, default=None, integer=True, low=0)
-    keys = problems.string_list(raw, "keys", where)
+    path, table, version, keys = _parse_table_source(raw, where, problems)
     timestamp_key = problems.string(raw, "timestamp_key", where, default=None)
     features = problems.string_list(raw, "features", where, default=None)
     rename = _parse_rename(raw, where, problems)
