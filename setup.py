@@ -31,9 +31,9 @@ setup(
     extras_require={"spark": [r for r in _requirements() if _name(r) in _CLUSTER_PROVIDED]},
     entry_points={
         "console_scripts": [
-            "orchestrator = orchestrator.cli:console_main",
-            "orchestrator-train = orchestrator.cli:console_train_main",
-            "orchestrator-score = orchestrator.cli:console_score_main",
+            "orchestrator = orchestrator.entrypoints.cli:console_main",
+            "orchestrator-train = orchestrator.entrypoints.cli:console_train_main",
+            "orchestrator-score = orchestrator.entrypoints.cli:console_score_main",
         ],
     },
 )

@@ -2,7 +2,7 @@
 
 Compares, in one run and each in a fresh process (so memory peaks do not mix):
 
-* ``load_training_data`` (orchestrator.data_sources),
+* ``load_training_data`` (orchestrator.io.training_data),
 * pyarrow reading the same Parquet files directly (``pq.read_table(...).to_pandas()``),
 * Spark's plain ``spark.read.format("delta").load(...).toPandas()``.
 
@@ -50,7 +50,7 @@ def _reset_peak() -> None:
 
 
 def _spark():
-    from orchestrator.spark_session import get_spark
+    from orchestrator.io.session import get_spark
 
     spark = get_spark("bench-delta-load", master="local[2]",
                       conf={"spark.ui.enabled": "false", "spark.driver.memory": "6g",
@@ -112,7 +112,7 @@ def run_variant(variant: str, path: str) -> dict:
     if variant == "pyarrow":
         frame = pq.read_table(files, columns=[*columns, "label"]).to_pandas()
     elif variant == "load_training_data":
-        from orchestrator.data_sources import load_training_data
+        from orchestrator.io.training_data import load_training_data
         from orchestrator.specs.data import DataSpec
 
         loaded = load_training_data(spark, DataSpec(path=path, label="label"),

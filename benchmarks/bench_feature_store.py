@@ -8,7 +8,7 @@ Writes two Delta tables in a temporary directory (not timed):
   customers (some unknown to the feature table) and random event times
   around the snapshots;
 
-then times :func:`orchestrator.feature_store.build_training_set` with one
+then times :func:`orchestrator.io.feature_store.build_training_set` with one
 point-in-time lookup (90 day lookback): opening both tables, the checks before
 the join (row counts, duplicate (key, time) rows), the Spark union + window
 join, and collecting the training set to pandas. The SparkSession has already
@@ -28,7 +28,7 @@ import time
 
 
 def _spark(partitions: int):
-    from orchestrator.spark_session import get_spark
+    from orchestrator.io.session import get_spark
 
     return get_spark("bench-feature-store", master="local[2]",
                      conf={"spark.ui.enabled": "false", "spark.driver.memory": "6g",
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    from orchestrator.feature_store import build_training_set
+    from orchestrator.io.feature_store import build_training_set
     from orchestrator.specs import Problems
     from orchestrator.specs.feature_store import parse_feature_store_spec
 

@@ -8,7 +8,7 @@ It prints, side by side, with the same trials and seed:
 
 1. per-trial overhead (median of book-to-finish time minus the objective's own
    time) of hyperopt's stock ``SparkTrials`` in a stock local[2] session versus
-   :class:`orchestrator.spark_trials.BroadcastSparkTrials` in a session with
+   :class:`orchestrator.tuning.spark_trials.BroadcastSparkTrials` in a session with
    :func:`orchestrator.tuning.tuning_spark_conf` (goal: <= 0.3 s);
 2. wall time of ~1 s trials with parallelism 2 versus sequential hyperopt
    ``Trials`` on the driver (goal: <= 0.65x), for sleeping trials (pure
@@ -135,7 +135,7 @@ def part_ours() -> dict:
     from sklearn.model_selection import StratifiedKFold
     from sklearn.pipeline import Pipeline
 
-    from orchestrator.spark_trials import BroadcastSparkTrials
+    from orchestrator.tuning.spark_trials import BroadcastSparkTrials
     from orchestrator.tuning import TrialObjective
 
     spark = _session(stock=False)

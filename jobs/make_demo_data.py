@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point for ``python``, ``spark-submit``, console scripts and bundle wheel tasks."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from orchestrator.demo_data import write_demo_tables
-    from orchestrator.spark_session import get_spark
+    from orchestrator.io.demo_data import write_demo_tables
+    from orchestrator.io.session import get_spark
 
     spark = get_spark("orchestrator-demo-data", master=args.master)
     paths = write_demo_tables(spark, args.output, n_customers=args.customers, seed=args.seed)

@@ -8,7 +8,7 @@
 
 # COMMAND ----------
 
-from orchestrator.notebook_support import notebook_dbutils, run_overview, show
+from orchestrator.entrypoints.notebook_support import notebook_dbutils, run_overview, show
 
 dbutils = notebook_dbutils(globals())
 dbutils.widgets.text("run_id", "", "MLflow run id (blank: latest finished run)")

@@ -9,9 +9,9 @@
 
 # COMMAND ----------
 
-from orchestrator.notebook_support import notebook_dbutils, show
+from orchestrator.entrypoints.notebook_support import notebook_dbutils, show
 from orchestrator.scoring import read_predictions, score_table
-from orchestrator.spark_session import get_spark
+from orchestrator.io.session import get_spark
 
 dbutils = notebook_dbutils(globals())
 dbutils.widgets.text("model_uri", "models:/churn@champion", "Model URI")

@@ -13,8 +13,8 @@
 
 # COMMAND ----------
 
-from orchestrator.notebook_support import notebook_dbutils, train_from_config
-from orchestrator.spark_session import get_spark
+from orchestrator.entrypoints.notebook_support import notebook_dbutils, train_from_config
+from orchestrator.io.session import get_spark
 from orchestrator.summary import get_workflow_summary
 
 dbutils = notebook_dbutils(globals())

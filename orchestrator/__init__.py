@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # Lazy so that `import orchestrator` and spec validation stay fast (no sklearn/pandas import).
     if name == "build_ml_pipeline":
-        from orchestrator.pipeline import build_ml_pipeline
+        from orchestrator.steps.pipeline import build_ml_pipeline
 
         return build_ml_pipeline
     if name == "run_ml_workflow":

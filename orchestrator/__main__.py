@@ -1,3 +1,3 @@
-from orchestrator.cli import console_main
+from orchestrator.entrypoints.cli import console_main
 
 console_main()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from orchestrator.calibration import ReliabilityCurve
+    from orchestrator.steps.calibration import ReliabilityCurve
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def plot_reliability_diagram(before: ReliabilityCurve | None, after: Reliability
     Parameters
     ----------
     before, after : ReliabilityCurve or None
-        Per-bin statistics (:func:`orchestrator.calibration.reliability_curve`);
+        Per-bin statistics (:func:`orchestrator.steps.calibration.reliability_curve`);
         a curve that is None is left out (e.g. a model with no predict_proba).
     path : str or Path
         Where to write the PNG.
@@ -55,7 +55,7 @@ def plot_reliability_diagram(before: ReliabilityCurve | None, after: Reliability
 
     Examples
     --------
-    >>> from orchestrator.calibration import reliability_curve
+    >>> from orchestrator.steps.calibration import reliability_curve
     >>> curve = reliability_curve([0.1, 0.8, 0.9], [0, 1, 1])
     >>> plot_reliability_diagram(None, curve, "reliability.png")  # doctest: +SKIP
     PosixPath('reliability.png')

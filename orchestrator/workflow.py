@@ -83,7 +83,7 @@ def _check_in_memory_data(X, y, columns: list[str]):
 
 
 def _check_labels(y, specs: WorkflowSpecs) -> tuple[str, list]:
-    from orchestrator.metrics import target_kind
+    from orchestrator.steps.metrics import target_kind
 
     if y.isna().any():
         raise DataError(f"labels: {int(y.isna().sum())} of {len(y)} labels are missing; drop or "
@@ -121,13 +121,13 @@ def _load_data(specs: WorkflowSpecs, X, y, spark, results: dict):
                            "columns": list(X.columns)}
         return X, y
     if specs.data is not None:
-        from orchestrator.data_sources import load_training_data
+        from orchestrator.io.training_data import load_training_data
 
         loaded = load_training_data(_require_spark(spark, "data_spec"), specs.data,
                                     feature_columns=columns)
         results["data"] = dict(loaded.lineage)
         return loaded.X.loc[:, columns], loaded.y
-    from orchestrator.feature_store import build_training_set
+    from orchestrator.io.feature_store import build_training_set
 
     loaded = build_training_set(_require_spark(spark, "feature_store_spec"), specs.feature_store,
                                 feature_columns=columns)
@@ -143,7 +143,7 @@ def _require_spark(spark, why: str):
     active = SparkSession.getActiveSession()
     if active is None:
         raise StepError(f"{why} needs a SparkSession and none is active: pass spark=..., create "
-                        "one with orchestrator.spark_session.get_spark(), or run the job with "
+                        "one with orchestrator.io.session.get_spark(), or run the job with "
                         "`orchestrator run CONFIG`.")
     return active
 
@@ -288,10 +288,10 @@ def _tracking(specs: WorkflowSpecs, config: dict, results: dict) -> Iterator[Any
 def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: dict, tracker) -> None:
     from sklearn.base import clone
 
-    from orchestrator.metrics import (MetricScorer, WorkflowScorer, default_pos_label,
+    from orchestrator.steps.metrics import (MetricScorer, WorkflowScorer, default_pos_label,
                                       primary_metric)
-    from orchestrator.pipeline import build_ml_pipeline
-    from orchestrator.validation import (cross_validate_procedure, score_holdout,
+    from orchestrator.steps.pipeline import build_ml_pipeline
+    from orchestrator.steps.validation import (cross_validate_procedure, score_holdout,
                                          split_holdout)
 
     with _step(1, "data_loading", results):
@@ -400,7 +400,7 @@ def _plot_tuning_history(summary: dict, output: Path, results: dict) -> None:
 
 
 def _calibrate(specs: WorkflowSpecs, pipeline, X, y, output: Path, results: dict):
-    from orchestrator.calibration import calibrate
+    from orchestrator.steps.calibration import calibrate
 
     return _degrade("calibration", results, lambda: calibrate(
         pipeline, X, y, specs.calibration, output_dir=output,

@@ -15,7 +15,7 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     """One local[2] SparkSession with Delta for every Spark test (UI off, few partitions)."""
-    from orchestrator.spark_session import get_spark
+    from orchestrator.io.session import get_spark
     from orchestrator.tuning import tuning_spark_conf
 
     warehouse = tmp_path_factory.mktemp("warehouse")

@@ -121,7 +121,7 @@ def test_the_wheel_artifact_builds_from_setup_py_into_the_folder_the_tasks_insta
 
 
 def test_wheel_task_parameters_parse_with_the_entry_points_own_parsers(bundle, monkeypatch):
-    from orchestrator import cli
+    from orchestrator.entrypoints import cli
 
     seen = {}
     monkeypatch.setattr(cli, "command_run", lambda config, **kw: seen.setdefault("run", config)
@@ -170,7 +170,7 @@ def test_job_clusters_use_an_ml_runtime_in_dedicated_access_mode(bundle):
 
 
 def test_train_then_score_scores_the_version_the_train_task_publishes(bundle):
-    from orchestrator.notebook_support import training_task_values
+    from orchestrator.entrypoints.notebook_support import training_task_values
 
     tasks = {t["task_key"]: t for t in bundle["resources"]["jobs"]["train_then_score"]["tasks"]}
     score = tasks["score"]

@@ -18,7 +18,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from orchestrator.calibration import (
+from orchestrator.steps.calibration import (
     ECE_BINS,
     ISOTONIC_MIN_ROWS_PER_CLASS,
     CalibratedModel,

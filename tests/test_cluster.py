@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.spark_session import delta_package_coordinate
+from orchestrator.io.session import delta_package_coordinate
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.cluster
@@ -159,7 +159,7 @@ def _spark_submit(cluster, wheel: Path, python: Path, script: str, args: list[st
         # Executors import the wheel from the copy Spark fetched into their working directory;
         # that also lets the tuning daemon (a separate `python -m`) preload the package.
         "--conf", f"spark.executorEnv.PYTHONPATH={wheel.name}",
-        "--conf", "spark.python.daemon.module=orchestrator._spark_worker",
+        "--conf", "spark.python.daemon.module=orchestrator.tuning._spark_worker",
         "--conf", f"spark.driver.host={HOST}", "--conf", f"spark.driver.bindAddress={HOST}",
         "--conf", "spark.ui.enabled=false", "--conf", "spark.sql.shuffle.partitions=2",
         "--conf", "spark.executor.memory=1g", "--conf", "spark.executor.cores=1",
@@ -194,7 +194,7 @@ def test_train_then_score_on_a_standalone_cluster(cluster, wheel, shipping_pytho
     import pandas as pd
     from deltalake import DeltaTable, write_deltalake
 
-    from orchestrator.demo_data import generate_churn_frame
+    from orchestrator.io.demo_data import generate_churn_frame
 
     started = time.monotonic()
     columns = ["customer_id", "age", "tenure_months", "monthly_charges", "contract", "plan",

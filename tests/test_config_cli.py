@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.cli import main
+from orchestrator.entrypoints.cli import main
 from orchestrator.config import load_config, parse_config, resolve_path, validate_config
 from orchestrator.errors import SpecError
 

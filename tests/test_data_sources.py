@@ -8,7 +8,7 @@ import decimal
 import pandas as pd
 import pytest
 
-from orchestrator.data_sources import (
+from orchestrator.io.training_data import (
     ARROW_FILES,
     SPARK_ARROW,
     choose_read_path,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from orchestrator.demo_data import (
+from orchestrator.io.demo_data import (
     SNAPSHOTS_PER_CUSTOMER,
     generate_churn_frame,
     generate_feature_snapshots,

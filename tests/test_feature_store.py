@@ -20,7 +20,7 @@ from orchestrator.errors import (
     MissingTableError,
     SpecError,
 )
-from orchestrator.feature_store import (
+from orchestrator.io.feature_store import (
     DATABRICKS_BACKEND,
     SPARK_BACKEND,
     build_feature_lookups,
@@ -463,7 +463,7 @@ def test_feature_lookups_are_built_from_the_spec_with_the_real_client():
 @pytest.mark.spark
 def test_demo_config_trains_through_the_feature_store(spark, tmp_path):
     from orchestrator.config import load_config
-    from orchestrator.demo_data import write_demo_tables
+    from orchestrator.io.demo_data import write_demo_tables
     from orchestrator.workflow import run_ml_workflow
 
     write_demo_tables(spark, str(tmp_path / "demo"), n_customers=400, seed=11)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli import main
+from orchestrator.entrypoints.cli import main
 from orchestrator.errors import SpecError
 from orchestrator.specs import Problems, parse_specs
 from orchestrator.specs.feature_store import (

@@ -58,7 +58,7 @@ def test_notebooks_hold_no_logic_and_define_their_widgets_with_defaults(path):
 
 @pytest.fixture(scope="module")
 def workspace(spark, tmp_path_factory):
-    from orchestrator.demo_data import write_demo_tables
+    from orchestrator.io.demo_data import write_demo_tables
 
     root = tmp_path_factory.mktemp("notebooks")
     tables = write_demo_tables(spark, str(root / "data"), n_customers=300, seed=5)
@@ -87,7 +87,7 @@ def test_train_explore_and_score_notebooks_run_top_to_bottom(workspace, monkeypa
     import mlflow
     from deltalake import DeltaTable
 
-    from orchestrator import notebook_support
+    from orchestrator.entrypoints import notebook_support
 
     previous = mlflow.get_tracking_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", workspace["store"])

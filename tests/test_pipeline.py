@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator import build_ml_pipeline
 from orchestrator.errors import SpecError
-from orchestrator.transformers import BooleanToFloat, DatetimeParts, TextColumns
+from orchestrator.steps.transformers import BooleanToFloat, DatetimeParts, TextColumns
 
 
 def _frame():

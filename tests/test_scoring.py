@@ -275,7 +275,7 @@ def test_app_id_depends_on_input_and_pinned_model():
 
 def test_cli_score_prints_what_it_wrote_and_exits_1_on_a_missing_model(spark, store, tmp_path,
                                                                         capsys, monkeypatch):
-    from orchestrator.cli import main
+    from orchestrator.entrypoints.cli import main
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store["uri"])
     _write_delta(spark, _customers(15, seed=13), tmp_path / "customers")

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.spark_session import delta_package_coordinate
+from orchestrator.io.session import delta_package_coordinate
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.spark
 
 
 def test_spark_submit_train_job_on_a_delta_table(spark, tmp_path):
-    from orchestrator.demo_data import write_demo_tables
+    from orchestrator.io.demo_data import write_demo_tables
 
     tables = write_demo_tables(spark, str(tmp_path / "demo"), n_customers=600, seed=3)
     config = {

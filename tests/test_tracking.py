@@ -68,7 +68,7 @@ def _pipeline():
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    from orchestrator.transformers import BooleanToFloat, CategoryToString
+    from orchestrator.steps.transformers import BooleanToFloat, CategoryToString
 
     preprocess = ColumnTransformer([
         ("numeric_0", Pipeline([("imputer", SimpleImputer(strategy="median")),
@@ -208,8 +208,8 @@ def test_trusted_types_are_ours_sklearns_and_declared_ones(fitted):
 
     pipeline, _, _ = fitted
     trusted, untrusted = trusted_model_types(pipeline)
-    assert "orchestrator.transformers.BooleanToFloat" in trusted
-    assert "orchestrator.transformers.CategoryToString" in trusted
+    assert "orchestrator.steps.transformers.BooleanToFloat" in trusted
+    assert "orchestrator.steps.transformers.CategoryToString" in trusted
     assert untrusted == []
     wrapped = Pipeline([("foreign", ForeignScaler()), ("inner", pipeline)])
     trusted, untrusted = trusted_model_types(wrapped)
@@ -219,14 +219,14 @@ def test_trusted_types_are_ours_sklearns_and_declared_ones(fitted):
 
 
 def test_calibrated_model_is_trusted_and_shows_its_fitted_pipelines_importance(fitted):
-    from orchestrator.calibration import CalibratedModel
-    from orchestrator.tracking_plots import feature_importance
+    from orchestrator.steps.calibration import CalibratedModel
+    from orchestrator.tracking.plots import feature_importance
 
     _, X, y = fitted
     model = CalibratedModel(_pipeline(), method="sigmoid", cv=3, ensemble=False,
                             random_state=0).fit(X, y)
     trusted, untrusted = trusted_model_types(model)
-    assert untrusted == [] and "orchestrator.calibration.CalibratedModel" in trusted
+    assert untrusted == [] and "orchestrator.steps.calibration.CalibratedModel" in trusted
     names, values, label = feature_importance(model)
     inner = model.calibrator_.calibrated_classifiers_[0].estimator
     inner = getattr(inner, "estimator", inner)  # FrozenEstimator when ensemble is off
@@ -328,7 +328,7 @@ def test_run_holds_params_metrics_lineage_artifacts_and_model(sqlite_uri, fitted
     np.testing.assert_array_equal(model.predict(scoring), pipeline.predict(scoring))
     flavor = model.metadata.flavors["sklearn"]
     assert flavor["serialization_format"] == "skops"
-    assert "orchestrator.transformers.BooleanToFloat" in flavor["skops_trusted_types"]
+    assert "orchestrator.steps.transformers.BooleanToFloat" in flavor["skops_trusted_types"]
 
 
 def test_no_secret_reaches_the_store(sqlite_uri, fitted, tmp_path):

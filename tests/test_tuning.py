@@ -154,7 +154,7 @@ def test_unavailable_backend_raises_a_tuning_error(requested, spark_reason, hype
 
 def test_tuning_spark_conf_only_for_local_masters():
     conf = tuning_spark_conf("local[2]")
-    assert conf["spark.python.daemon.module"] == "orchestrator._spark_worker"
+    assert conf["spark.python.daemon.module"] == "orchestrator.tuning._spark_worker"
     assert tuning_spark_conf("yarn") == {} and tuning_spark_conf(None) == {}
 
 

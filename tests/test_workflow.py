@@ -303,7 +303,7 @@ def test_tuning_metric_scores_the_spec_positive_class(cancer, tmp_path):
 
 
 def test_categories_survive_an_int_column_turning_float():
-    from orchestrator.transformers import CategoryToString
+    from orchestrator.steps.transformers import CategoryToString
 
     fitted = CategoryToString().fit(pd.DataFrame({"c": [1, 2, 3]}))
     out = fitted.transform(pd.DataFrame({"c": [1.0, None, 3.0]}))

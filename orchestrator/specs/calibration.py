@@ -22,7 +22,7 @@ from orchestrator.specs._validation import Problems, did_you_mean
 
 WHERE = "calibration_spec"
 #: Calibration methods a user can name; "auto" is resolved by
-#: :func:`orchestrator.calibration.choose_method` once the data is known.
+#: :func:`orchestrator.steps.calibration.choose_method` once the data is known.
 METHODS = ("auto", "sigmoid", "isotonic", "temperature")
 ENSEMBLE_OPTIONS = ("auto", True, False)
 HOLDOUT = "holdout"

@@ -20,7 +20,7 @@
 The words follow Databricks Feature Engineering (``FeatureLookup``,
 ``create_training_set``, ``timestamp_lookup_key``, ``lookback_window``). The
 shape is checked here, without reading any table; names and types of columns
-are checked against the tables by :func:`orchestrator.feature_store.build_training_set`
+are checked against the tables by :func:`orchestrator.io.feature_store.build_training_set`
 before any join.
 
 Pure data: nothing here imports Spark.

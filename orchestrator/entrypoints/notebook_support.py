@@ -120,7 +120,7 @@ def notebook_dbutils(namespace: MutableMapping[str, Any] | None = None):
 
 
 def _databricks_dbutils():
-    from orchestrator.spark_session import on_databricks
+    from orchestrator.io.session import on_databricks
 
     if not on_databricks():
         return None
@@ -195,7 +195,7 @@ def train_from_config(config_path: str, *, spark=None, output_dir: str | None = 
     config = load_config(config_path)
     validate_config(config)
     if spark is None and (config.needs_spark() or config.resolved.get("tuning")):
-        from orchestrator.spark_session import get_spark
+        from orchestrator.io.session import get_spark
 
         spark = get_spark("orchestrator-train", master=config.spark_master, conf=config.spark_conf)
     kwargs = dict(config.workflow_kwargs)

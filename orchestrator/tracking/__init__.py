@@ -767,7 +767,7 @@ class Tracker:
             client.log_inputs(self.run_id, datasets=entities)
 
     def _log_plots(self, results: Mapping[str, Any], X_sample, y_sample, output_dir: Path):
-        from orchestrator import tracking_plots as plots
+        from orchestrator.tracking import plots
 
         paths = plots.draw_plots(results, X_sample=X_sample, y_sample=y_sample,
                                  output_dir=output_dir / "mlflow_plots")

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.data_sources import (
+from orchestrator.io.training_data import (
     LoadedData,
     _normalize_arrow,
     _open_source,
@@ -221,7 +221,7 @@ def build_feature_lookups(spec: FeatureStoreSpec) -> list[Any]:
 class _Table:
     role: str          # "labels" | "lookup"
     where: str         # e.g. "feature_store_spec.lookups[0]"
-    source: Any        # orchestrator.data_sources._Source
+    source: Any        # orchestrator.io.training_data._Source
     version: int
     df: Any            # pyspark DataFrame at that version
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.errors import DataError
-from orchestrator.metrics import WorkflowScorer
+from orchestrator.steps.metrics import WorkflowScorer
 from orchestrator.specs import ValidationSpec
 
 logger = logging.getLogger(__name__)

@@ -42,7 +42,7 @@ def _categorical_steps(spec: FeatureSpec) -> list[tuple[str, Any]]:
     from sklearn.impute import SimpleImputer
     from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
-    from orchestrator.transformers import CategoryToString
+    from orchestrator.steps.transformers import CategoryToString
 
     fill_value = None if spec.fill_value is None else str(spec.fill_value)
     imputer = SimpleImputer(strategy=spec.impute or "most_frequent", fill_value=fill_value,
@@ -63,7 +63,7 @@ def _categorical_steps(spec: FeatureSpec) -> list[tuple[str, Any]]:
 def _boolean_steps(spec: FeatureSpec) -> list[tuple[str, Any]]:
     from sklearn.impute import SimpleImputer
 
-    from orchestrator.transformers import BooleanToFloat
+    from orchestrator.steps.transformers import BooleanToFloat
 
     fill = 0.0 if spec.fill_value is None else float(bool(spec.fill_value))
     return [("to_float", BooleanToFloat()),
@@ -72,7 +72,7 @@ def _boolean_steps(spec: FeatureSpec) -> list[tuple[str, Any]]:
 
 
 def _text_steps(spec: FeatureSpec) -> list[tuple[str, Any]]:
-    from orchestrator.transformers import TextColumns
+    from orchestrator.steps.transformers import TextColumns
 
     return [("vectorizer", TextColumns(method=spec.method, max_features=spec.max_features,
                                        ngram_max=spec.ngram_max, lowercase=spec.lowercase))]
@@ -81,7 +81,7 @@ def _text_steps(spec: FeatureSpec) -> list[tuple[str, Any]]:
 def _datetime_steps(spec: FeatureSpec) -> list[tuple[str, Any]]:
     from sklearn.impute import SimpleImputer
 
-    from orchestrator.transformers import DatetimeParts
+    from orchestrator.steps.transformers import DatetimeParts
 
     return [("parts", DatetimeParts(parts=tuple(spec.parts))),
             ("imputer", SimpleImputer(strategy="median", keep_empty_features=True))]

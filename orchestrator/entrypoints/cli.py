@@ -115,7 +115,7 @@ def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command_score(args: argparse.Namespace) -> int:
     from orchestrator.scoring import score_table
-    from orchestrator.spark_session import get_spark
+    from orchestrator.io.session import get_spark
 
     if args.tracking_uri:
         import mlflow
@@ -136,7 +136,7 @@ def command_score(args: argparse.Namespace) -> int:
         print(f"wrote {result.rows_written} predictions of {result.input} version "
               f"{result.input_version} by {model} to {result.output} (version "
               f"{result.output_version}).")
-    from orchestrator.notebook_support import set_task_value
+    from orchestrator.entrypoints.notebook_support import set_task_value
 
     set_task_value("predictions_version", result.output_version)
     return EXIT_OK
@@ -175,7 +175,7 @@ def command_run(config_path: str, *, master: str | None = None,
     validate_config(config)  # all spec problems before Spark starts
     spark = None
     if config.needs_spark() or config.resolved.get("tuning"):
-        from orchestrator.spark_session import get_spark
+        from orchestrator.io.session import get_spark
 
         spark = get_spark("orchestrator-train", master=master or config.spark_master,
                           conf=config.spark_conf)
@@ -186,7 +186,7 @@ def command_run(config_path: str, *, master: str | None = None,
         kwargs["output_dir"] = output_dir
     results = run_ml_workflow(**kwargs, spark=spark, resolved_config=dict(config.resolved))
     print(get_workflow_summary(results))
-    from orchestrator.notebook_support import set_task_value, training_task_values
+    from orchestrator.entrypoints.notebook_support import set_task_value, training_task_values
 
     # For a train-then-score job: the score task reads {{tasks.train.values.model_version}}.
     for key, value in training_task_values(results).items():
@@ -195,8 +195,8 @@ def command_run(config_path: str, *, master: str | None = None,
 
 
 def command_demo_data(output: str, *, customers: int, seed: int, master: str | None) -> int:
-    from orchestrator.demo_data import write_demo_tables
-    from orchestrator.spark_session import get_spark
+    from orchestrator.io.demo_data import write_demo_tables
+    from orchestrator.io.session import get_spark
 
     spark = get_spark("orchestrator-demo-data", master=master)
     tables = write_demo_tables(spark, output, n_customers=customers, seed=seed)

@@ -8,7 +8,7 @@ with the model spec's own parameters.
 Backends
 --------
 spark
-    hyperopt with :class:`orchestrator.spark_trials.BroadcastSparkTrials`, one Spark
+    hyperopt with :class:`orchestrator.tuning.spark_trials.BroadcastSparkTrials`, one Spark
     task per trial. The training rows are broadcast once per run; each trial's
     closure carries only the unfitted pipeline, the scorer and its parameters.
 local
@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator._spark_worker import STATUS_FAIL, STATUS_OK
+from orchestrator.tuning._spark_worker import STATUS_FAIL, STATUS_OK
 from orchestrator.errors import OrchestratorError
 from orchestrator.specs._validation import did_you_mean
 from orchestrator.specs.tuning import Distribution, TuningSpec, pipeline_param_name, plain_param_name
@@ -124,7 +124,7 @@ def tuning_spark_conf(master: str | None) -> dict[str, str]:
     """Spark settings that make tuning trials cheap, for a session about to be created.
 
     On a local master, Python workers are forked from
-    ``orchestrator._spark_worker`` (``spark.python.daemon.module``), a daemon that
+    ``orchestrator.tuning._spark_worker`` (``spark.python.daemon.module``), a daemon that
     has already imported numpy, pandas and scikit-learn, and the package's
     parent directory is put on the workers' ``PYTHONPATH`` so the daemon module
     is importable whatever the working directory. On any other master this
@@ -152,7 +152,7 @@ def tuning_spark_conf(master: str | None) -> dict[str, str]:
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
     return {
-        "spark.python.daemon.module": "orchestrator._spark_worker",
+        "spark.python.daemon.module": "orchestrator.tuning._spark_worker",
         "spark.executorEnv.PYTHONPATH": python_path,
     }
 
@@ -557,7 +557,7 @@ def _run_hyperopt(pipeline, X, y, spec: TuningSpec, metric, cv, monitor: _TrialM
         trials, parallelism = Trials(), 1
         timeout = spec.timeout_s
     else:
-        from orchestrator.spark_trials import BroadcastSparkTrials
+        from orchestrator.tuning.spark_trials import BroadcastSparkTrials
 
         context = session.sparkContext
         broadcast = context.broadcast((X, y))
