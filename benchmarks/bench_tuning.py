@@ -9,7 +9,7 @@ It prints, side by side, with the same trials and seed:
 1. per-trial overhead (median of book-to-finish time minus the objective's own
    time) of hyperopt's stock ``SparkTrials`` in a stock local[2] session versus
    :class:`orchestrator.tuning.spark_trials.BroadcastSparkTrials` in a session with
-   :func:`orchestrator.tuning.tuning_spark_conf` (goal: <= 0.3 s);
+   :func:`orchestrator.cluster.worker_spark_conf` (goal: <= 0.3 s);
 2. wall time of ~1 s trials with parallelism 2 versus sequential hyperopt
    ``Trials`` on the driver (goal: <= 0.65x), for sleeping trials (pure
    orchestration) and for CPU-bound trials (a random forest; the 2 cores are
@@ -39,12 +39,12 @@ def _session(stock: bool):
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
-    from orchestrator.tuning import tuning_spark_conf
+    from orchestrator.cluster import worker_spark_conf
 
     builder = (SparkSession.builder.master("local[2]").appName("bench-tuning")
                .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false"))
     if not stock:
-        for key, value in tuning_spark_conf("local[2]").items():
+        for key, value in worker_spark_conf("local[2]").items():
             builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")

@@ -29,7 +29,7 @@ from typing import Any
 
 from orchestrator.errors import SpecError
 from orchestrator.specs import WorkflowSpecs, parse_specs
-from orchestrator.specs._validation import Problems
+from orchestrator.specs.problems import Problems
 
 TOP_LEVEL_KEYS = ("features", "model", "data", "feature_store", "validation", "tuning",
                   "calibration", "mlflow", "output_dir", "spark", "name", "description")

@@ -7,6 +7,7 @@ working, as scikit-learn's ``InvalidParameterError`` does.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Sequence
 
 __all__ = [
@@ -17,7 +18,27 @@ __all__ = [
     "MissingColumnError",
     "DataTooLargeError",
     "StepError",
+    "did_you_mean",
 ]
+
+
+def did_you_mean(name: object, candidates: Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest candidate, or ``""``.
+
+    Examples
+    --------
+    >>> did_you_mean("lable", ["label", "features"])
+    " (did you mean 'label'?)"
+    """
+    if not isinstance(name, str):
+        return ""
+    candidates = [str(c) for c in candidates]
+    matches = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    if not matches:
+        lowered = {c.lower(): c for c in candidates}
+        if name.lower() in lowered:
+            matches = [lowered[name.lower()]]
+    return f" (did you mean {matches[0]!r}?)" if matches else ""
 
 
 class OrchestratorError(Exception):
@@ -53,8 +74,6 @@ class MissingColumnError(DataError):
     """A column named in a spec is not in the data."""
 
     def __init__(self, missing: Iterable[str], available: Iterable[str], *, where: str):
-        from orchestrator.specs._validation import did_you_mean
-
         available = list(available)
         missing = list(missing)
         parts = [f"{name!r}{did_you_mean(name, available)}" for name in missing]

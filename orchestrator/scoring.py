@@ -52,6 +52,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from orchestrator.errors import DataError, MissingColumnError, MissingTableError, OrchestratorError
+from orchestrator.io.delta import (
+    latest_version,
+    read_version,
+    spark_error_message,
+    spark_errors,
+)
+from orchestrator.specs.source import TableSource
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +68,7 @@ __all__ = [
     "SchemaMismatchError",
     "ScoringModel",
     "ScoringResult",
-    "TableRef",
+    "TableSource",
     "score_table",
     "read_predictions",
     "load_scoring_model",
@@ -113,30 +120,6 @@ class SchemaMismatchError(DataError, ScoringError):
             "the model signature (only lossless casts are applied):\n" + "\n".join(lines)
             + "\nCast the columns in the table, or score with a model trained on these types.")
         self.mismatches = list(mismatches)
-
-
-@dataclass(frozen=True)
-class TableRef:
-    """A Delta table given by path or by metastore name.
-
-    ``TableRef.parse(text)`` treats text containing ``/`` (``/Volumes/...``,
-    ``dbfs:/...``, ``s3://...``, ``data/preds``) as a path, anything else
-    (``catalog.schema.table``) as a table name.
-    """
-
-    path: str | None = None
-    name: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> TableRef:
-        """A :class:`TableRef` for a path (contains ``/``) or a table name."""
-        if not text or not text.strip():
-            raise ScoringError("expected a Delta table path or name, got an empty string.")
-        return cls(path=text) if "/" in text else cls(name=text)
-
-    @property
-    def location(self) -> str:
-        return self.path if self.path is not None else str(self.name)
 
 
 @dataclass(frozen=True)
@@ -447,26 +430,8 @@ def scoring_app_id(input_location: str, pinned_model_uri: str) -> str:
     return f"orchestrator-score-{digest}"
 
 
-def _spark_errors() -> tuple[type[BaseException], ...]:
-    from py4j.protocol import Py4JError
-    from pyspark.errors import PySparkException
 
-    return (PySparkException, Py4JError)
-
-
-def _spark_message(exc: BaseException) -> str:
-    text = str(exc)
-    for marker in ("\nJVM stacktrace:", "\n\tat ", "\n== SQL"):
-        text = text.split(marker, 1)[0]
-    text = " ".join(text.split())
-    return text if len(text) <= 600 else text[:597] + "..."
-
-
-def _quote(name: str) -> str:
-    return name if "`" in name else ".".join(f"`{part}`" for part in name.split("."))
-
-
-def _open_delta(spark, ref: TableRef, *, what: str):
+def _open_delta(spark, ref: TableSource, *, what: str):
     """The DeltaTable at ``ref``, or None when nothing is there."""
     from delta.tables import DeltaTable
 
@@ -475,28 +440,20 @@ def _open_delta(spark, ref: TableRef, *, what: str):
             if not DeltaTable.isDeltaTable(spark, ref.path):
                 return None
             return DeltaTable.forPath(spark, ref.path)
-        if not spark.catalog.tableExists(ref.name):
+        if not spark.catalog.tableExists(ref.table):
             return None
-        return DeltaTable.forName(spark, ref.name)
-    except _spark_errors() as exc:
+        return DeltaTable.forName(spark, ref.table)
+    except spark_errors() as exc:
         raise DataError(f"{what} {ref.location!r}: cannot open it as a Delta table: "
-                        f"{_spark_message(exc)}") from exc
+                        f"{spark_error_message(exc)}") from exc
 
-
-def _latest_version(table) -> int:
-    return int(table.history(1).select("version").first()[0])
-
-
-def _read_version(spark, ref: TableRef, version: int):
-    if ref.path is not None:
-        return spark.read.format("delta").option("versionAsOf", version).load(ref.path)
-    return spark.sql(f"SELECT * FROM {_quote(ref.name)} VERSION AS OF {int(version)}")
 
 
 # ----------------------------------------------------------------------------- scoring
 
 
-def score_table(spark, model_uri: str, input_table: str | TableRef, output_table: str | TableRef,
+def score_table(spark, model_uri: str, input_table: str | TableSource,
+                output_table: str | TableSource,
                 *, input_version: int | None = None,
                 keep_columns: Sequence[str] | str | None = None,
                 model: ScoringModel | None = None) -> ScoringResult:
@@ -507,7 +464,7 @@ def score_table(spark, model_uri: str, input_table: str | TableRef, output_table
     spark : SparkSession
     model_uri : str
         ``runs:/<id>/model``, ``models:/name/N``, ``models:/name@alias`` or a path.
-    input_table, output_table : str or TableRef
+    input_table, output_table : str or TableSource
         A path (contains ``/``) or a metastore table name. The output is created
         on the first run.
     input_version : int, optional
@@ -542,8 +499,10 @@ def score_table(spark, model_uri: str, input_table: str | TableRef, output_table
     >>> result.rows_written, result.model_version  # doctest: +SKIP
     (5000, '3')
     """
-    source = input_table if isinstance(input_table, TableRef) else TableRef.parse(input_table)
-    target = output_table if isinstance(output_table, TableRef) else TableRef.parse(output_table)
+    source = (input_table if isinstance(input_table, TableSource)
+           else TableSource.from_text(input_table, where='input_table'))
+    target = (output_table if isinstance(output_table, TableSource)
+           else TableSource.from_text(output_table, where='output_table'))
     if model is not None:
         return _score(spark, model, source, target, input_version, keep_columns)
     model = load_scoring_model(model_uri)
@@ -554,7 +513,7 @@ def score_table(spark, model_uri: str, input_table: str | TableRef, output_table
         shutil.rmtree(os.path.dirname(model.local_path), ignore_errors=True)
 
 
-def _score(spark, model: ScoringModel, source: TableRef, target: TableRef,
+def _score(spark, model: ScoringModel, source: TableSource, target: TableSource,
            input_version: int | None, keep_columns) -> ScoringResult:
     where = f"score input {source.location!r}"
 
@@ -562,11 +521,11 @@ def _score(spark, model: ScoringModel, source: TableRef, target: TableRef,
     if table is None:
         raise MissingTableError(f"{where}: no Delta table there; write the table first or "
                                 "check the path/name.")
-    latest = _latest_version(table)
+    latest = latest_version(table)
     version = latest if input_version is None else int(input_version)
     if version < 0 or version > latest:
         raise DataError(f"{where}: version {version} does not exist; the latest is {latest}.")
-    frame = _read_version(spark, source, version)
+    frame = read_version(spark, source, version)
     fields = [(f.name, f.dataType.typeName()) for f in frame.schema.fields]
     present = check_input_schema(fields, model.input_columns, where=where)
     if isinstance(keep_columns, str):
@@ -585,7 +544,7 @@ def _score(spark, model: ScoringModel, source: TableRef, target: TableRef,
     scored = _scored_frame(spark, frame, model, present, kept, source, version, scored_at)
 
     before = _open_delta(spark, target, what="prediction table")
-    version_before = _latest_version(before) if before is not None else None
+    version_before = latest_version(before) if before is not None else None
     writer = (scored.write.format("delta").mode("append")
               .option("txnAppId", app_id).option("txnVersion", version))
     logger.info("Scoring %s (version %d) with %s into %s", source.location, version,
@@ -594,12 +553,12 @@ def _score(spark, model: ScoringModel, source: TableRef, target: TableRef,
         if target.path is not None:
             writer.save(target.path)
         else:
-            writer.saveAsTable(target.name)
-    except _spark_errors() as exc:
+            writer.saveAsTable(target.table)
+    except spark_errors() as exc:
         raise ScoringError(f"scoring {source.location!r} into {target.location!r} failed; "
-                           f"nothing was written: {_spark_message(exc)}") from exc
+                           f"nothing was written: {spark_error_message(exc)}") from exc
     after = _open_delta(spark, target, what="prediction table")
-    version_after = _latest_version(after) if after is not None else None
+    version_after = latest_version(after) if after is not None else None
     skipped = version_after == version_before
     rows = 0
     if not skipped:
@@ -617,14 +576,14 @@ def _score(spark, model: ScoringModel, source: TableRef, target: TableRef,
                          skipped=skipped, output_version=version_after, app_id=app_id)
 
 
-def read_predictions(spark, output_table: str | TableRef, *, input_version: int | None = None,
+def read_predictions(spark, output_table: str | TableSource, *, input_version: int | None = None,
                      model_version: str | None = None):
     """The prediction table as a Spark DataFrame, optionally one scoring run's rows.
 
     Parameters
     ----------
     spark : SparkSession
-    output_table : str or TableRef
+    output_table : str or TableSource
         The prediction table (path or name).
     input_version : int, optional
         Only rows scored from this input version.
@@ -642,11 +601,12 @@ def read_predictions(spark, output_table: str | TableRef, *, input_version: int 
     """
     from pyspark.sql import functions as F
 
-    ref = output_table if isinstance(output_table, TableRef) else TableRef.parse(output_table)
+    ref = (output_table if isinstance(output_table, TableSource)
+           else TableSource.from_text(output_table, where='output_table'))
     if _open_delta(spark, ref, what="prediction table") is None:
         raise MissingTableError(f"prediction table {ref.location!r}: no Delta table there.")
     frame = (spark.read.format("delta").load(ref.path) if ref.path is not None
-             else spark.read.table(ref.name))
+             else spark.read.table(ref.table))
     if input_version is not None:
         frame = frame.where(F.col("input_version") == int(input_version))
     if model_version is not None:
@@ -655,7 +615,7 @@ def read_predictions(spark, output_table: str | TableRef, *, input_version: int 
 
 
 def _scored_frame(spark, frame, model: ScoringModel, present: list[str], kept: list[str],
-                  source: TableRef, version: int, scored_at: datetime):
+                  source: TableSource, version: int, scored_at: datetime):
     import mlflow.pyfunc
     from pyspark.sql import functions as F
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+from orchestrator.results import WorkflowResult, as_workflow_result
 
 _RULE = "=" * 64
 
@@ -17,13 +20,13 @@ def _section(title: str) -> list[str]:
     return ["", title, "-" * len(title)]
 
 
-def get_workflow_summary(results: dict[str, Any]) -> str:
+def get_workflow_summary(results: WorkflowResult | Mapping[str, Any]) -> str:
     """Format workflow results as multi-line text.
 
     Parameters
     ----------
-    results : dict
-        What :func:`orchestrator.run_ml_workflow` returned.
+    results : WorkflowResult or mapping
+        What :func:`orchestrator.run_ml_workflow` returned (or a mapping of its fields).
 
     Returns
     -------
@@ -35,10 +38,11 @@ def get_workflow_summary(results: dict[str, Any]) -> str:
     --------
     >>> print(get_workflow_summary(results))  # doctest: +SKIP
     """
+    results = as_workflow_result(results)
     lines = [_RULE, "ML workflow summary", _RULE]
-    specs = results.get("specs") or {}
+    specs = results.specs or {}
     model = specs.get("model") or {}
-    data = results.get("data") or {}
+    data = results.data or {}
 
     lines += _section("Data")
     source = data.get("location") or data.get("source", "?")
@@ -53,60 +57,60 @@ def get_workflow_summary(results: dict[str, Any]) -> str:
 
     lines += _section("Model")
     lines.append(f"estimator:     {model.get('estimator')} ({model.get('class_path')})")
-    lines.append(f"task:          {results.get('task')} ({results.get('target_kind')})")
-    if results.get("classes"):
-        lines.append(f"classes:       {results['classes']}")
-    pipeline = results.get("pipeline")
+    lines.append(f"task:          {results.task} ({results.target_kind})")
+    if results.classes:
+        lines.append(f"classes:       {results.classes}")
+    pipeline = results.pipeline
     if pipeline is not None:
         lines.append(f"fitted:        {type(pipeline).__name__}")
 
     lines += _section("Validation")
-    strategy = results.get("validation_strategy")
+    strategy = results.validation_strategy
     lines.append(f"strategy:      {strategy}")
-    primary = results.get("primary_metric")
-    if results.get("cv_score") is not None:
+    primary = results.primary_metric
+    if results.cv_score is not None:
         label = "hold-out score" if strategy == "train_test" else "cv score"
-        lines.append(f"{label + ':':<15}{_number(results['cv_score'])} ({primary})")
-    for name, values in (results.get("metrics") or {}).items():
+        lines.append(f"{label + ':':<15}{_number(results.cv_score)} ({primary})")
+    for name, values in (results.metrics or {}).items():
         if "mean" in values:
             lines.append(f"  {name:<28}{_number(values['mean'])} +/- {_number(values['std'])}")
         else:
             lines.append(f"  {name:<28}{_number(values.get('value'))}")
     if strategy == "none":
         lines.append("  (no validation was run)")
-    if results.get("validation_note"):
-        lines.append(f"  note: {results['validation_note']}")
+    if results.validation_note:
+        lines.append(f"  note: {results.validation_note}")
 
     lines += _section("Tuning")
-    lines += _mapping_lines(results.get("tuning_summary"),
+    lines += _mapping_lines(results.tuning_summary,
                             ("status", "backend", "backend_reason", "algo", "metric",
                              "best_score", "best_params", "trials_run", "trials_ok",
                              "trials_failed", "trials_cancelled", "stop_reason", "wall_time_s",
                              "reason"))
 
     lines += _section("Calibration")
-    lines += _mapping_lines(results.get("calibration_summary"),
+    lines += _mapping_lines(results.calibration_summary,
                             ("status", "method", "method_reason", "cv", "rows", "metrics_before",
                              "metrics_after", "decision", "reason", "plot_path"))
 
     lines += _section("MLflow")
-    run_id = results.get("mlflow_run_id")
+    run_id = results.mlflow_run_id
     lines.append(f"run id:        {run_id if run_id else 'off'}")
-    logged = results.get("mlflow_model") or {}
+    logged = results.mlflow_model or {}
     for key in ("model_uri", "registered_model_name", "model_version", "model_alias"):
         if logged.get(key) is not None:
             lines.append(f"{key + ':':<15}{logged[key]}")
 
-    warnings = results.get("warnings") or []
+    warnings = results.warnings or []
     lines += _section(f"Warnings ({len(warnings)})")
-    lines += [f"  [{w.get('step')}] {w.get('reason')}" for w in warnings] or ["  none"]
+    lines += [f"  [{w.step}] {w.reason}" for w in warnings] or ["  none"]
 
-    timings = results.get("timings") or {}
+    timings = results.timings or {}
     lines += _section("Timings (s)")
     lines += [f"  {name:<24}{seconds:>9.2f}" for name, seconds in timings.items()]
     if timings:
         lines.append(f"  {'total':<24}{sum(timings.values()):>9.2f}")
-    artifacts = results.get("artifacts") or {}
+    artifacts = results.artifacts or {}
     if artifacts:
         lines += _section("Artifacts")
         lines += [f"  {name}: {path}" for name, path in artifacts.items()]

@@ -4,7 +4,7 @@
 5 calibration (optional), 6 validation, 7 MLflow logging (optional), 8 results.
 
 Optional steps degrade: when one raises, :func:`_degrade` (the one deliberate
-broad catch) logs a warning, records the reason in ``results["warnings"]``
+broad catch) logs a warning, records the reason in ``results.warnings``
 and the workflow goes on without it.
 """
 
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import DataError, MissingColumnError, SpecError, StepError
+from orchestrator.results import WorkflowResult
 from orchestrator.specs import WorkflowSpecs, parse_specs
 from orchestrator.specs.features import feature_columns
 
@@ -30,7 +31,7 @@ _BINARY_ONLY_METRICS = ("roc_auc", "average_precision", "f1", "precision", "reca
 
 
 @contextlib.contextmanager
-def _step(number: int, name: str, results: dict) -> Iterator[None]:
+def _step(number: int, name: str, results: WorkflowResult) -> Iterator[None]:
     """Log one line when a step starts and one when it ends, with its duration."""
     logger.info("Step %d/8 %s: started", number, name)
     start = time.perf_counter()
@@ -38,19 +39,19 @@ def _step(number: int, name: str, results: dict) -> Iterator[None]:
         yield
     finally:
         elapsed = time.perf_counter() - start
-        results["timings"][name] = round(elapsed, 3)
+        results.timings[name] = round(elapsed, 3)
         logger.info("Step %d/8 %s: finished in %.2f s", number, name, elapsed)
 
 
-def _degrade(step: str, results: dict, action: Callable[[], Any]) -> tuple[bool, Any]:
-    """Run an optional step; on failure warn, record why, and report (False, None)."""
+def _degrade(step: str, results: WorkflowResult, action: Callable[[], Any]) -> tuple[bool, Any]:
+    """Run an optional step: (True, its value), or on failure warn, record why, and
+    return (False, the :class:`StepWarning`)."""
     try:
         return True, action()
     except Exception as exc:  # noqa: BLE001 - optional steps must never stop the workflow
         reason = f"{type(exc).__name__}: {exc}"
         logger.warning("%s failed; the workflow continues without it. Reason: %s", step, reason)
-        results["warnings"].append({"step": step, "reason": reason})
-        return False, None
+        return False, results.warn(step, reason)
 
 
 def _check_in_memory_data(X, y, columns: list[str]):
@@ -113,50 +114,43 @@ def _check_labels(y, specs: WorkflowSpecs) -> tuple[str, list]:
     return kind, classes
 
 
-def _load_data(specs: WorkflowSpecs, X, y, spark, results: dict):
+def _load_data(specs: WorkflowSpecs, X, y, spark, results: WorkflowResult):
     columns = feature_columns(specs.features)
     if X is not None:
         X, y = _check_in_memory_data(X, y, columns)
-        results["data"] = {"source": "in-memory", "row_count": len(X),
-                           "columns": list(X.columns)}
+        results.data = {"source": "in-memory", "row_count": len(X), "columns": list(X.columns)}
         return X, y
     if specs.data is not None:
         from orchestrator.io.training_data import load_training_data
 
         loaded = load_training_data(_require_spark(spark, "data_spec"), specs.data,
                                     feature_columns=columns)
-        results["data"] = dict(loaded.lineage)
+        results.data = dict(loaded.lineage)
         return loaded.X.loc[:, columns], loaded.y
     from orchestrator.io.feature_store import build_training_set
 
     loaded = build_training_set(_require_spark(spark, "feature_store_spec"), specs.feature_store,
                                 feature_columns=columns)
-    results["data"] = dict(loaded.lineage)
+    results.data = dict(loaded.lineage)
     return loaded.X.loc[:, columns], loaded.y
 
 
 def _require_spark(spark, why: str):
-    if spark is not None:
-        return spark
-    from pyspark.sql import SparkSession
+    from orchestrator.io.session import active_session
 
-    active = SparkSession.getActiveSession()
-    if active is None:
-        raise StepError(f"{why} needs a SparkSession and none is active: pass spark=..., create "
+    session, reason = active_session(spark)
+    if session is None:
+        raise StepError(f"{why} needs a SparkSession ({reason}): pass spark=..., create "
                         "one with orchestrator.io.session.get_spark(), or run the job with "
                         "`orchestrator run CONFIG`.")
-    return active
+    return session
 
 
 def _active_spark(spark):
     """The given or active SparkSession, or None (tuning then runs on the driver)."""
-    if spark is not None:
-        return spark
-    try:
-        from pyspark.sql import SparkSession
-    except ImportError:
-        return None
-    return SparkSession.getActiveSession()
+    from orchestrator.io.session import active_session
+
+    return active_session(spark)[0]
 
 
 def _fit(estimator, X, y, what: str):
@@ -173,13 +167,14 @@ def _fit(estimator, X, y, what: str):
         raise StepError(f"{what} failed: {message}. {hint}") from exc
 
 
-def _plain(value: Any) -> Any:
+def _specs_as_dicts(value: Any) -> Any:
+    """Specs as plain dicts and lists (for the results, the summary and MLflow)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
+        return {k: _specs_as_dicts(v) for k, v in dataclasses.asdict(value).items()}
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _specs_as_dicts(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_specs_as_dicts(v) for v in value]
     return value
 
 
@@ -189,7 +184,7 @@ def run_ml_workflow(feature_specs: Any, model_spec: Any, X: Any = None, y: Any =
                     calibration_spec: Any = None, mlflow_spec: Any = None,
                     feature_store_spec: Any = None, data_spec: Any = None, spark: Any = None,
                     output_dir: str | Path | None = None,
-                    resolved_config: dict | None = None) -> dict[str, Any]:
+                    resolved_config: dict | None = None) -> WorkflowResult:
     """Run the whole training workflow described by the specs.
 
     Parameters
@@ -214,10 +209,10 @@ def run_ml_workflow(feature_specs: Any, model_spec: Any, X: Any = None, y: Any =
 
     Returns
     -------
-    dict
+    WorkflowResult
         ``pipeline``, ``cv_score``, ``tuning_summary``, ``calibration_summary``,
         ``mlflow_run_id``, ``metrics``, ``data``, ``warnings``, ``timings``,
-        ``artifacts`` and more; see :func:`orchestrator.get_workflow_summary`.
+        ``artifacts`` and more, as attributes or by key (``results["pipeline"]``).
 
     Raises
     ------
@@ -253,14 +248,10 @@ def run_ml_workflow(feature_specs: Any, model_spec: Any, X: Any = None, y: Any =
     except OSError as exc:
         raise StepError(f"output_dir: cannot create {str(output)!r}: {exc}; choose a writable "
                         "directory.") from exc
-    results: dict[str, Any] = {
-        "pipeline": None, "cv_score": None, "tuning_summary": None, "calibration_summary": None,
-        "mlflow_run_id": None, "metrics": {}, "data": {}, "warnings": [], "timings": {},
-        "artifacts": {}, "output_dir": str(output), "specs": _plain(specs),
-        "validation_strategy": specs.validation.strategy,
-    }
+    results = WorkflowResult(output_dir=str(output), specs=_specs_as_dicts(specs),
+                             validation_strategy=specs.validation.strategy)
     config = resolved_config if resolved_config is not None else {
-        k: v for k, v in results["specs"].items() if v is not None}
+        k: v for k, v in results.specs.items() if v is not None}
 
     with _tracking(specs, config, results) as tracker:
         _run_steps(specs, X, y, spark, output, results, tracker)
@@ -268,7 +259,7 @@ def run_ml_workflow(feature_specs: Any, model_spec: Any, X: Any = None, y: Any =
 
 
 @contextlib.contextmanager
-def _tracking(specs: WorkflowSpecs, config: dict, results: dict) -> Iterator[Any]:
+def _tracking(specs: WorkflowSpecs, config: dict, results: WorkflowResult) -> Iterator[Any]:
     """Start the MLflow run before step 1 (so trials can be child runs) and always end it."""
     if specs.mlflow is None:
         yield None
@@ -280,12 +271,13 @@ def _tracking(specs: WorkflowSpecs, config: dict, results: dict) -> Iterator[Any
     if not ok:
         yield None
         return
-    results["mlflow_run_id"] = tracker.run_id
+    results.mlflow_run_id = tracker.run_id
     with tracker.guard():
         yield tracker
 
 
-def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: dict, tracker) -> None:
+def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: WorkflowResult,
+               tracker) -> None:
     from sklearn.base import clone
 
     from orchestrator.steps.metrics import (MetricScorer, WorkflowScorer, default_pos_label,
@@ -305,8 +297,8 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: dict, t
         X_test = y_test = None
         if specs.validation.strategy == "train_test":
             X, X_test, y, y_test = split_holdout(X, y, specs.validation, kind)
-            results["data"]["holdout_rows"] = len(y_test)
-        results["data"]["training_rows"] = len(y)
+            results.data["holdout_rows"] = len(y_test)
+        results.data["training_rows"] = len(y)
 
     with _step(2, "pipeline_construction", results):
         pipeline = build_ml_pipeline(specs.features, specs.model)
@@ -322,16 +314,15 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: dict, t
                 mlflow_parent_run_id=tracker.run_id if tracker else None))
             if ok:
                 pipeline.set_params(**outcome.best_params)
-                results["tuning_summary"] = outcome.summary
+                results.tuning_summary = outcome.summary
                 _plot_tuning_history(outcome.summary, output, results)
                 if specs.validation.strategy == "cross_validation":
-                    results["validation_note"] = (
+                    results.validation_note = (
                         "tuning chose the params on the same rows cross-validation scores, so "
                         "cv_score is optimistic; train_test gives an unbiased hold-out score")
             else:
-                results["tuning_summary"] = {"status": "degraded",
-                                             "reason": results["warnings"][-1]["reason"],
-                                             "params_used": dict(specs.model.params)}
+                results.tuning_summary = {"status": "degraded", "reason": outcome.reason,
+                                          "params_used": dict(specs.model.params)}
 
     with _step(4, "training", results):
         model = _fit(clone(pipeline), X, y, "training")
@@ -341,20 +332,20 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: dict, t
         with _step(5, "calibration", results):
             ok, outcome = _calibrate(specs, pipeline, X, y, output, results)
             if ok:
-                results["calibration_summary"] = {**outcome.summary,
-                                                  "calibrated": outcome.calibrated}
+                results.calibration_summary = {**outcome.summary,
+                                               "calibrated": outcome.calibrated}
                 plot = outcome.summary.get("plot_path")
                 if plot:
-                    results["artifacts"]["reliability_diagram"] = plot
+                    results.artifacts["reliability_diagram"] = plot
                 model = outcome.model
                 # Exactly the procedure whose model is returned (method already resolved), so
                 # cross-validation refits calibration inside each fold the same way.
                 procedure = outcome.procedure
             else:
-                results["calibration_summary"] = {"status": "degraded", "calibrated": False,
-                                                  "reason": results["warnings"][-1]["reason"]}
+                results.calibration_summary = {"status": "degraded", "calibrated": False,
+                                               "reason": outcome.reason}
 
-    results["pipeline"] = model
+    results.pipeline = model
     # Held-out predictions are only needed for MLflow's plots.
     keep_predictions = tracker is not None and specs.mlflow.log_plots
     with _step(6, "validation", results):
@@ -369,37 +360,37 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: dict, t
         else:
             outcome = None
         if outcome is not None:
-            results["cv_score"] = outcome.cv_score
-            results["metrics"] = outcome.metrics
-            results["validation_rows"] = outcome.rows
+            results.cv_score = outcome.cv_score
+            results.metrics = outcome.metrics
+            results.validation_rows = outcome.rows
             if outcome.predictions is not None:
-                results["evaluation"] = outcome.predictions
+                results.evaluation = outcome.predictions
 
     from orchestrator.summary import get_workflow_summary
 
     if tracker is not None:
         with _step(7, "mlflow_logging", results):
-            results["summary_text"] = get_workflow_summary(results)
+            results.summary_text = get_workflow_summary(results)
             ok, logged = _degrade("mlflow_logging", results, lambda: tracker.log_results(
                 results, X_sample=X.head(200), y_sample=y.head(200), output_dir=output))
             if ok and logged:
-                results["mlflow_model"] = logged
+                results.mlflow_model = logged
                 for reason in logged.get("warnings", []):
-                    results["warnings"].append({"step": "mlflow_logging", "reason": reason})
-    results["summary_text"] = get_workflow_summary(results)
+                    results.warn("mlflow_logging", reason)
+    results.summary_text = get_workflow_summary(results)
 
 
-def _plot_tuning_history(summary: dict, output: Path, results: dict) -> None:
+def _plot_tuning_history(summary: dict, output: Path, results: WorkflowResult) -> None:
     from orchestrator.plots import plot_tuning_history
 
     ok, path = _degrade("tuning_plot", results, lambda: plot_tuning_history(
         summary.get("trials") or [], output / "tuning_history.png",
         metric=str(summary.get("metric"))))
     if ok:
-        results["artifacts"]["tuning_history"] = str(path)
+        results.artifacts["tuning_history"] = str(path)
 
 
-def _calibrate(specs: WorkflowSpecs, pipeline, X, y, output: Path, results: dict):
+def _calibrate(specs: WorkflowSpecs, pipeline, X, y, output: Path, results: WorkflowResult):
     from orchestrator.steps.calibration import calibrate
 
     return _degrade("calibration", results, lambda: calibrate(

@@ -16,7 +16,7 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 def spark(tmp_path_factory):
     """One local[2] SparkSession with Delta for every Spark test (UI off, few partitions)."""
     from orchestrator.io.session import get_spark
-    from orchestrator.tuning import tuning_spark_conf
+    from orchestrator.cluster import worker_spark_conf
 
     warehouse = tmp_path_factory.mktemp("warehouse")
     session = get_spark(
@@ -30,7 +30,7 @@ def spark(tmp_path_factory):
             "spark.driver.extraJavaOptions": f"-Dderby.system.home={warehouse}",
             "spark.databricks.delta.snapshotPartitions": "2",
             # Python workers forked from a daemon that preloaded scikit-learn (tuning trials).
-            **tuning_spark_conf("local[2]"),
+            **worker_spark_conf("local[2]"),
         },
     )
     session.sparkContext.setLogLevel("ERROR")

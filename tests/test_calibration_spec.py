@@ -10,7 +10,7 @@ import yaml
 
 from orchestrator.errors import SpecError
 from orchestrator.specs import parse_specs
-from orchestrator.specs._validation import Problems
+from orchestrator.specs.problems import Problems
 from orchestrator.specs.calibration import CalibrationSpec, parse_calibration_spec
 from orchestrator.specs.model import parse_model_spec
 

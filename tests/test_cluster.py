@@ -159,7 +159,7 @@ def _spark_submit(cluster, wheel: Path, python: Path, script: str, args: list[st
         # Executors import the wheel from the copy Spark fetched into their working directory;
         # that also lets the tuning daemon (a separate `python -m`) preload the package.
         "--conf", f"spark.executorEnv.PYTHONPATH={wheel.name}",
-        "--conf", "spark.python.daemon.module=orchestrator.tuning._spark_worker",
+        "--conf", "spark.python.daemon.module=orchestrator.cluster.worker",
         "--conf", f"spark.driver.host={HOST}", "--conf", f"spark.driver.bindAddress={HOST}",
         "--conf", "spark.ui.enabled=false", "--conf", "spark.sql.shuffle.partitions=2",
         "--conf", "spark.executor.memory=1g", "--conf", "spark.executor.cores=1",

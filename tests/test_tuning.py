@@ -21,7 +21,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from orchestrator.specs._validation import Problems
+from orchestrator.specs.problems import Problems
 from orchestrator.specs.model import parse_model_spec
 from orchestrator.specs.tuning import parse_tuning_spec
 from orchestrator.tuning import (
@@ -30,7 +30,6 @@ from orchestrator.tuning import (
     choose_backend,
     trials_without_improvement,
     tune,
-    tuning_spark_conf,
 )
 
 METRIC = "neg_log_loss"
@@ -152,10 +151,12 @@ def test_unavailable_backend_raises_a_tuning_error(requested, spark_reason, hype
                        optuna_installed=optuna)
 
 
-def test_tuning_spark_conf_only_for_local_masters():
-    conf = tuning_spark_conf("local[2]")
-    assert conf["spark.python.daemon.module"] == "orchestrator.tuning._spark_worker"
-    assert tuning_spark_conf("yarn") == {} and tuning_spark_conf(None) == {}
+def test_worker_spark_conf_only_for_local_masters():
+    from orchestrator.cluster import worker_spark_conf
+
+    conf = worker_spark_conf("local[2]")
+    assert conf["spark.python.daemon.module"] == "orchestrator.cluster.worker"
+    assert worker_spark_conf("yarn") == {} and worker_spark_conf(None) == {}
 
 
 def test_hyperopt_space_yields_ints_and_choice_values_not_indices():
@@ -329,7 +330,7 @@ def test_without_a_spark_context_spark_is_unavailable_and_auto_runs_locally(tmp_
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import Pipeline
         from sklearn.preprocessing import StandardScaler
-        from orchestrator.specs._validation import Problems
+        from orchestrator.specs.problems import Problems
         from orchestrator.specs.model import parse_model_spec
         from orchestrator.specs.tuning import parse_tuning_spec
         from orchestrator.tuning import TuningError, tune

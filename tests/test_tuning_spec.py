@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator.errors import SpecError
 from orchestrator.specs import parse_specs
-from orchestrator.specs._validation import Problems
+from orchestrator.specs.problems import Problems
 from orchestrator.specs.model import parse_model_spec
 from orchestrator.specs.tuning import Distribution, parse_tuning_spec, pipeline_param_name
 

@@ -167,24 +167,11 @@ def command_validate(config_path: str) -> int:
 
 def command_run(config_path: str, *, master: str | None = None,
                 output_dir: str | None = None) -> int:
-    from orchestrator.config import load_config, validate_config
+    from orchestrator.entrypoints.training import run_config
     from orchestrator.summary import get_workflow_summary
-    from orchestrator.workflow import run_ml_workflow
 
-    config = load_config(config_path)
-    validate_config(config)  # all spec problems before Spark starts
-    spark = None
-    if config.needs_spark() or config.resolved.get("tuning"):
-        from orchestrator.io.session import get_spark
-
-        spark = get_spark("orchestrator-train", master=master or config.spark_master,
-                          conf=config.spark_conf)
-        if not logger.isEnabledFor(logging.DEBUG):
-            _quiet_spark(spark)
-    kwargs = dict(config.workflow_kwargs)
-    if output_dir:
-        kwargs["output_dir"] = output_dir
-    results = run_ml_workflow(**kwargs, spark=spark, resolved_config=dict(config.resolved))
+    results = run_config(config_path, master=master, output_dir=output_dir,
+                         on_session=None if logger.isEnabledFor(logging.DEBUG) else _quiet_spark)
     print(get_workflow_summary(results))
     from orchestrator.entrypoints.notebook_support import set_task_value, training_task_values
 
@@ -220,7 +207,10 @@ def _guarded(action) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``orchestrator``; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "demo-data" and args.customers < 1:
+        parser.error(f"--customers: expected a positive integer, got {args.customers}")
     setup_logging(args.log_level)
     if args.command == "validate":
         return _guarded(lambda: command_validate(args.config))

@@ -189,19 +189,9 @@ def train_from_config(config_path: str, *, spark=None, output_dir: str | None = 
     SpecError
         The config is invalid (every problem at once).
     """
-    from orchestrator.config import load_config, validate_config
-    from orchestrator.workflow import run_ml_workflow
+    from orchestrator.entrypoints.training import run_config
 
-    config = load_config(config_path)
-    validate_config(config)
-    if spark is None and (config.needs_spark() or config.resolved.get("tuning")):
-        from orchestrator.io.session import get_spark
-
-        spark = get_spark("orchestrator-train", master=config.spark_master, conf=config.spark_conf)
-    kwargs = dict(config.workflow_kwargs)
-    if output_dir:
-        kwargs["output_dir"] = output_dir
-    results = run_ml_workflow(**kwargs, spark=spark, resolved_config=dict(config.resolved))
+    results = run_config(config_path, spark=spark, output_dir=output_dir)
     if publish:
         for key, value in training_task_values(results).items():
             set_task_value(key, value)

@@ -38,19 +38,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.io.training_data import (
-    LoadedData,
-    _normalize_arrow,
-    _open_source,
-    _read_version,
-    _resolve_version,
-    _spark_errors,
-    _spark_message,
-    _TO_PANDAS,
-    available_memory_bytes,
-    default_max_driver_bytes,
-    estimate_frame_bytes,
-)
 from orchestrator.errors import (
     DataError,
     DataTooLargeError,
@@ -58,8 +45,22 @@ from orchestrator.errors import (
     SpecError,
     StepError,
 )
+from orchestrator.io.arrow import ARROW_TO_PANDAS, normalize_arrow
+from orchestrator.io.delta import (
+    open_delta_source,
+    read_version,
+    resolve_version,
+    spark_error_message,
+    spark_errors,
+)
+from orchestrator.io.sizing import (
+    available_memory_bytes,
+    default_max_driver_bytes,
+    estimate_frame_bytes,
+)
+from orchestrator.io.training_data import LoadedData
 from orchestrator.specs.data import DataSpec
-from orchestrator.specs.feature_store import FeatureLookupSpec, FeatureStoreSpec, LabelsSpec
+from orchestrator.specs.feature_store import FeatureLookupSpec, FeatureStoreSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame
@@ -221,7 +222,7 @@ def build_feature_lookups(spec: FeatureStoreSpec) -> list[Any]:
 class _Table:
     role: str          # "labels" | "lookup"
     where: str         # e.g. "feature_store_spec.lookups[0]"
-    source: Any        # orchestrator.io.training_data._Source
+    source: Any        # orchestrator.io.training_data.DeltaSource
     version: int
     df: Any            # pyspark DataFrame at that version
 
@@ -245,14 +246,14 @@ class _LookupPlan:
 
 def _open(spark, where: str, role: str, path: str | None, table: str | None,
           version: int | None) -> _Table:
-    source = _open_source(spark, DataSpec(path=path, table=table, version=version), where=where)
-    resolved = _resolve_version(spark, source, DataSpec(path=path, table=table, version=version),
+    source = open_delta_source(spark, DataSpec(path=path, table=table, version=version), where=where)
+    resolved = resolve_version(spark, source, DataSpec(path=path, table=table, version=version),
                                 where=where)
     try:
-        df = _read_version(spark, source, resolved)
-    except _spark_errors() as exc:
+        df = read_version(spark, source, resolved)
+    except spark_errors() as exc:
         raise DataError(f"{where} ({source.location}, version {resolved}): cannot read the "
-                        f"table: {_spark_message(exc)}") from exc
+                        f"table: {spark_error_message(exc)}") from exc
     return _Table(role=role, where=where, source=source, version=resolved, df=df)
 
 
@@ -368,9 +369,9 @@ def _count_and_check_unique(plan: _LookupPlan) -> int:
     try:
         row = counted.agg(F.sum("count").alias("rows"),
                           F.count(F.when(repeated, True)).alias("duplicates")).first()
-    except _spark_errors() as exc:
+    except spark_errors() as exc:
         raise DataError(f"{table.described}: checking the feature table failed: "
-                        f"{_spark_message(exc)}") from exc
+                        f"{spark_error_message(exc)}") from exc
     rows, duplicates = int(row["rows"] or 0), int(row["duplicates"] or 0)
     if duplicates:
         examples = (counted.where(repeated).orderBy(F.col("count").desc())
@@ -497,9 +498,9 @@ def _databricks_training_set(spec: FeatureStoreSpec, labels: _Table) -> DataFram
         training_set = FeatureEngineeringClient().create_training_set(
             df=labels.df, feature_lookups=lookups, label=spec.labels.label)
         return training_set.load_df()
-    except (ValueError, TypeError, *_spark_errors()) as exc:
+    except (ValueError, TypeError, *spark_errors()) as exc:
         raise StepError(f"{WHERE}: Databricks Feature Engineering could not build the training "
-                        f"set: {_spark_message(exc)}") from exc
+                        f"set: {spark_error_message(exc)}") from exc
 
 
 # --------------------------------------------------------------------------- collection
@@ -512,15 +513,15 @@ def _collect(df: DataFrame, columns: Sequence[str], order: Sequence[str], where:
     selected = df.select(*[_col(c) for c in columns])
     try:
         table = selected.toArrow()
-    except _spark_errors() as exc:
+    except spark_errors() as exc:
         if "maxResultSize" in str(exc):
             raise DataTooLargeError(f"{where}: the training set exceeds "
                                     "spark.driver.maxResultSize; raise it or train on fewer "
                                     "label rows.") from exc
         raise DataError(f"{where}: building the training set failed: "
-                        f"{_spark_message(exc)}") from exc
+                        f"{spark_error_message(exc)}") from exc
     fields = [selected.schema[c] for c in columns]
-    table = _normalize_arrow(table, fields, df.sparkSession.conf.get("spark.sql.session.timeZone"))
+    table = normalize_arrow(table, fields, df.sparkSession.conf.get("spark.sql.session.timeZone"))
     # Spark's shuffle order is not stable between runs; cross-validation folds should be.
     # (Nulls sort last, Arrow's default.)
     sort_keys = [(c, "ascending") for c in order]
@@ -605,9 +606,9 @@ def build_training_set(spark, spec: FeatureStoreSpec, *,
                                      runtime_version=os.environ.get("DATABRICKS_RUNTIME_VERSION"))
     try:
         label_rows = labels.df.count()
-    except _spark_errors() as exc:
+    except spark_errors() as exc:
         raise DataError(f"{labels.described}: counting the rows failed: "
-                        f"{_spark_message(exc)}") from exc
+                        f"{spark_error_message(exc)}") from exc
     feature_rows = [_count_and_check_unique(plan) for plan in plans]
 
     order = [c for c in dict.fromkeys([*spec.labels.keys, spec.labels.timestamp, label,
@@ -641,8 +642,8 @@ def build_training_set(spark, spec: FeatureStoreSpec, *,
 
     matched = {flag: int(table.column(flag).to_numpy(zero_copy_only=False).sum())
                for flag in flags}
-    y = table.column(label).to_pandas(**_TO_PANDAS).rename(label)
-    X = table.select(x_columns).to_pandas(split_blocks=True, **_TO_PANDAS)
+    y = table.column(label).to_pandas(**ARROW_TO_PANDAS).rename(label)
+    X = table.select(x_columns).to_pandas(split_blocks=True, **ARROW_TO_PANDAS)
     del table
     null_labels = int(y.isna().sum())
     if null_labels:

@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,30 @@ LOCAL_CONF = {
     # Delta rebuilds a table's snapshot with 50 tasks by default; locally that is mostly overhead.
     "spark.databricks.delta.snapshotPartitions": "4",
 }
+
+
+def active_session(spark: Any = None) -> tuple[Any, str]:
+    """The given session, else the active one (classic or Spark Connect), and why there is none.
+
+    Returns
+    -------
+    (SparkSession or None, str)
+        The session and ``""``, or None and the reason ("pyspark is not
+        installed", "no active SparkSession").
+
+    Examples
+    --------
+    >>> active_session("a session")
+    ('a session', '')
+    """
+    if spark is not None:
+        return spark, ""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        return None, "pyspark is not installed"
+    session = SparkSession.getActiveSession()
+    return (session, "") if session is not None else (None, "no active SparkSession")
 
 
 def on_databricks() -> bool:
@@ -117,16 +142,35 @@ def get_spark(app_name: str = "orchestrator", *, master: str | None = None,
     master_url = choose_master(master, os.environ)
     builder = SparkSession.builder.appName(app_name).master(master_url)
     settings = dict(LOCAL_CONF) if master_url.startswith("local") else {}
-    if master_url.startswith("local") and "PYSPARK_PYTHON" not in os.environ:
-        # Local Python workers must run this interpreter (its venv has scikit-learn), not
-        # whatever "python3" is first on PATH; PySpark reads only the variable.
-        os.environ["PYSPARK_PYTHON"] = sys.executable
-    from orchestrator.tuning import tuning_spark_conf
+    from orchestrator.cluster import worker_spark_conf
 
     # Python workers forked from a daemon that preloaded scikit-learn: cheap tuning trials.
-    settings.update(tuning_spark_conf(master_url))
+    settings.update(worker_spark_conf(master_url))
     settings.update(conf or {})
     for key, value in settings.items():
         builder = builder.config(key, value)
     logger.info("Starting a SparkSession on %s with Delta Lake", master_url)
-    return configure_delta(builder).getOrCreate()
+    session = configure_delta(builder).getOrCreate()
+    if master_url.startswith("local"):
+        use_driver_interpreter_for_workers(session, os.environ)
+    return session
+
+
+def use_driver_interpreter_for_workers(session, environ: Mapping[str, str]) -> None:
+    """Make a local session's Python workers run this interpreter unless PYSPARK_PYTHON says.
+
+    PySpark takes the workers' interpreter from ``SparkContext.pythonExec``,
+    read from ``$PYSPARK_PYTHON`` when the context starts, else ``python3`` on
+    PATH, which may lack scikit-learn. Setting the context's attribute (it is
+    read each time a Python function is shipped) scopes the choice to this
+    session instead of changing the process environment. The attribute is not
+    documented API: tests/test_session.py fails loudly, naming the pyspark
+    version, if it stops being used.
+    """
+    if "PYSPARK_PYTHON" in environ:
+        return
+    context = session.sparkContext
+    if not hasattr(context, "pythonExec"):
+        raise RuntimeError(f"pyspark {session.version}: SparkContext.pythonExec is gone; "
+                           "set PYSPARK_PYTHON to the driver's interpreter instead.")
+    context.pythonExec = sys.executable

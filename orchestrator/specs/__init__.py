@@ -11,13 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.specs._validation import Problems, did_you_mean
+from orchestrator.errors import did_you_mean
 from orchestrator.specs.calibration import CalibrationSpec, parse_calibration_spec
 from orchestrator.specs.data import DataSpec, parse_data_spec
 from orchestrator.specs.feature_store import FeatureStoreSpec, parse_feature_store_spec
-from orchestrator.specs.features import FeatureSpec, feature_columns, parse_feature_specs
+from orchestrator.specs.features import (
+    FeatureSpec,
+    feature_columns,
+    parse_feature_specs,
+)
 from orchestrator.specs.mlflow import MLflowSpec, parse_mlflow_spec
 from orchestrator.specs.model import ModelSpec, parse_model_spec
+from orchestrator.specs.problems import Problems
 from orchestrator.specs.tuning import TuningSpec, parse_tuning_spec
 from orchestrator.specs.validation import ValidationSpec, parse_validation_spec
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from orchestrator.specs._validation import Problems, did_you_mean
+from orchestrator.errors import did_you_mean
+from orchestrator.specs.problems import Problems
 
 WHERE = "calibration_spec"
 #: Calibration methods a user can name; "auto" is resolved by

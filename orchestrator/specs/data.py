@@ -6,14 +6,15 @@ import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from orchestrator.specs._validation import Problems
+from orchestrator.specs.problems import Problems
+from orchestrator.specs.source import TableSource, parse_table_source
 
 _DATA_KEYS = ("path", "table", "version", "timestamp", "label", "columns", "filter", "max_rows",
               "sample_seed")
 
 
 @dataclass(frozen=True)
-class DataSpec:
+class DataSpec(TableSource):
     """Where the training rows come from.
 
     Exactly one of ``path`` (a Delta table directory) or ``table`` (a metastore
@@ -23,19 +24,12 @@ class DataSpec:
     source holds more rows.
     """
 
-    path: str | None = None
-    table: str | None = None
-    version: int | None = None
     timestamp: str | None = None
     label: str | None = None
     columns: tuple[str, ...] | None = None
     filter: str | None = None
     max_rows: int | None = None
     sample_seed: int = 42
-
-    @property
-    def location(self) -> str:
-        return self.path if self.path is not None else str(self.table)
 
 
 def parse_data_spec(raw: object, problems: Problems) -> DataSpec | None:
@@ -47,14 +41,9 @@ def parse_data_spec(raw: object, problems: Problems) -> DataSpec | None:
         problems.expected(where, "a mapping such as {path: data/churn, label: churned}", raw)
         return None
     problems.unknown_keys(raw, _DATA_KEYS, where)
-    if ("path" in raw) == ("table" in raw):
-        problems.add(where, "give exactly one of 'path' (a Delta table directory) or 'table' "
-                     f"(catalog.schema.name), got {'both' if 'path' in raw else 'neither'}.")
-    path = problems.string(raw, "path", where, default=None)
-    table = problems.string(raw, "table", where, default=None)
+    source = parse_table_source(raw, where, problems)
     if "version" in raw and "timestamp" in raw:
         problems.add(where, "give at most one of 'version' and 'timestamp' for time travel.")
-    version = problems.number(raw, "version", where, default=None, integer=True, low=0)
     timestamp = raw.get("timestamp")
     if isinstance(timestamp, (datetime.date, datetime.datetime)):
         timestamp = timestamp.isoformat(sep=" ") if isinstance(timestamp, datetime.datetime) \
@@ -68,6 +57,7 @@ def parse_data_spec(raw: object, problems: Problems) -> DataSpec | None:
     filter_ = problems.string(raw, "filter", where, default=None)
     max_rows = problems.number(raw, "max_rows", where, default=None, integer=True, low=1)
     seed = problems.number(raw, "sample_seed", where, default=42, integer=True, low=0)
-    return DataSpec(path=path, table=table, version=version, timestamp=timestamp, label=label,
+    return DataSpec(path=source.path, table=source.table, version=source.version,
+                    timestamp=timestamp, label=label,
                     columns=columns, filter=filter_, max_rows=max_rows,
                     sample_seed=seed if seed is not None else 42)

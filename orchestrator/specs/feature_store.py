@@ -32,7 +32,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from orchestrator.specs._validation import Problems, did_you_mean
+from orchestrator.errors import did_you_mean
+from orchestrator.specs.problems import Problems
+from orchestrator.specs.source import TableSource, parse_table_source
 
 WHERE = "feature_store_spec"
 _STORE_KEYS = ("labels", "lookups", "exclude_columns")
@@ -46,7 +48,7 @@ _LOOKBACK_PATTERN = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 
 
 @dataclass(frozen=True)
-class LabelsSpec:
+class LabelsSpec(TableSource):
     """The label table: one training row per row of it.
 
     Attributes
@@ -65,20 +67,13 @@ class LabelsSpec:
         The column to predict.
     """
 
-    path: str | None = None
-    table: str | None = None
-    version: int | None = None
     keys: tuple[str, ...] = ()
     timestamp: str | None = None
     label: str = ""
 
-    @property
-    def location(self) -> str:
-        return self.path if self.path is not None else str(self.table)
-
 
 @dataclass(frozen=True)
-class FeatureLookupSpec:
+class FeatureLookupSpec(TableSource):
     """One feature table joined to the label rows.
 
     Attributes
@@ -104,19 +99,12 @@ class FeatureLookupSpec:
         Feature rows older than this before the label time count as missing.
     """
 
-    table: str | None = None
-    path: str | None = None
-    version: int | None = None
     keys: tuple[str, ...] = ()
     timestamp_key: str | None = None
     features: tuple[str, ...] | None = None
     rename: Mapping[str, str] = field(default_factory=dict)
     lookback: str | None = None
     lookback_seconds: int | None = None
-
-    @property
-    def location(self) -> str:
-        return self.path if self.path is not None else str(self.table)
 
     def output_name(self, feature: str) -> str:
         """The name a feature column gets in the training set."""
@@ -150,20 +138,11 @@ def parse_lookback(text: object) -> int | None:
     return int(match.group(1)) * LOOKBACK_UNITS[match.group(2)]
 
 
-def _one_source(raw: Mapping, where: str, problems: Problems, first: str, second: str) -> None:
-    if (first in raw) == (second in raw):
-        problems.add(where, f"give exactly one of 'path' (a Delta table directory) or 'table' "
-                     f"(catalog.schema.name), got {'both' if first in raw else 'neither'}.")
-
-
 def _parse_table_source(raw: Mapping, where: str, problems: Problems):
     """The keys the labels and every lookup share: path or table, version, keys."""
-    _one_source(raw, where, problems, "path", "table")
-    path = problems.string(raw, "path", where, default=None)
-    table = problems.string(raw, "table", where, default=None)
-    version = problems.number(raw, "version", where, default=None, integer=True, low=0)
+    source = parse_table_source(raw, where, problems)
     keys = problems.string_list(raw, "keys", where)
-    return path, table, version, keys
+    return source.path, source.table, source.version, keys
 
 
 def _parse_labels(raw: object, problems: Problems) -> LabelsSpec | None:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.specs._validation import Problems
+from orchestrator.specs.problems import Problems
 
 FEATURE_TYPES = ("numeric", "categorical", "boolean", "text", "datetime")
 NUMERIC_IMPUTE = ("median", "mean", "most_frequent", "constant")

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.specs._validation import Problems
+from orchestrator.specs.problems import Problems
 
 WHERE = "mlflow_spec"
 _KEYS = ("tracking_uri", "experiment_name", "run_name", "tags", "log_model",

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.specs._validation import Problems, did_you_mean
+from orchestrator.errors import did_you_mean
+from orchestrator.specs.problems import Problems
 
 #: Short names users write in YAML, and the class each one stands for.
 ESTIMATOR_REGISTRY: dict[str, str] = {

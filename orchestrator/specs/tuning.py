@@ -31,7 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.specs._validation import Problems, did_you_mean
+from orchestrator.errors import did_you_mean
+from orchestrator.specs.problems import Problems
 
 #: Search-space keys starting with this prefix are pipeline parameters of the preprocessing step.
 PREPROCESS_PREFIX = "preprocess__"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from orchestrator.specs._validation import Problems
+from orchestrator.specs.problems import Problems
 
 STRATEGIES = ("cross_validation", "train_test", "none")
 _PARAMS = {

@@ -41,10 +41,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.tuning._spark_worker import STATUS_FAIL, STATUS_OK
-from orchestrator.errors import OrchestratorError
-from orchestrator.specs._validation import did_you_mean
-from orchestrator.specs.tuning import Distribution, TuningSpec, pipeline_param_name, plain_param_name
+from orchestrator.errors import OrchestratorError, did_you_mean
+from orchestrator.specs.tuning import (
+    Distribution,
+    TuningSpec,
+    pipeline_param_name,
+    plain_param_name,
+)
+from orchestrator.cluster.worker import STATUS_FAIL, STATUS_OK
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +61,6 @@ __all__ = [
     "choose_backend",
     "spark_unusable_reason",
     "trials_without_improvement",
-    "tuning_spark_conf",
     "build_hyperopt_space",
 ]
 
@@ -120,41 +123,6 @@ class TuningProgress:
 # ---------------------------------------------------------------- Spark configuration
 
 
-def tuning_spark_conf(master: str | None) -> dict[str, str]:
-    """Spark settings that make tuning trials cheap, for a session about to be created.
-
-    On a local master, Python workers are forked from
-    ``orchestrator.tuning._spark_worker`` (``spark.python.daemon.module``), a daemon that
-    has already imported numpy, pandas and scikit-learn, and the package's
-    parent directory is put on the workers' ``PYTHONPATH`` so the daemon module
-    is importable whatever the working directory. On any other master this
-    returns ``{}``: the daemon module must be installed on every executor
-    (a wheel on the cluster) before a cluster session may name it.
-
-    Parameters
-    ----------
-    master : str or None
-        The master URL the session will use.
-
-    Returns
-    -------
-    dict of str to str
-
-    Examples
-    --------
-    >>> sorted(tuning_spark_conf("local[2]"))
-    ['spark.executorEnv.PYTHONPATH', 'spark.python.daemon.module']
-    >>> tuning_spark_conf("spark://host:7077")
-    {}
-    """
-    if not master or not master.startswith("local"):
-        return {}
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-    return {
-        "spark.python.daemon.module": "orchestrator.tuning._spark_worker",
-        "spark.executorEnv.PYTHONPATH": python_path,
-    }
 
 
 # ---------------------------------------------------------------- backend choice

@@ -4,7 +4,7 @@
 (hyperopt itself is never patched) and changes how a trial reaches Spark:
 
 * **Worker reuse.** Each trial is still one Spark job with one task, but the
-  task function (:func:`orchestrator.tuning._spark_worker.run_trial_partition`) drains
+  task function (:func:`orchestrator.cluster.worker.run_trial_partition`) drains
   its input partition, so PySpark reuses the Python worker instead of forking a
   fresh one and importing everything again for every trial.
 * **No hyperopt on the workers.** The trial's point in the search space is
@@ -45,7 +45,7 @@ from hyperopt.spark import (
 )
 from hyperopt.utils import _get_random_id, coarse_utcnow
 
-from orchestrator.tuning._spark_worker import STATUS_FAIL, run_trial_partition
+from orchestrator.cluster.worker import STATUS_FAIL, run_trial_partition
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ Two things live here, both kept free of hyperopt so a worker never imports it:
   only when the task read its whole input, and hyperopt's stock task function
   never does, so every stock trial forks a fresh worker and re-imports
   everything (measured at ~2-3 s per trial on local[2]).
-* A preloading worker daemon: ``python -m orchestrator.tuning._spark_worker``. Set as
-  ``spark.python.daemon.module`` (see :func:`orchestrator.tuning.tuning_spark_conf`),
+* A preloading worker daemon: ``python -m orchestrator.cluster.worker``. Set as
+  ``spark.python.daemon.module`` (see :func:`orchestrator.cluster.worker_spark_conf`),
   it imports numpy, pandas, scikit-learn and this package once and then runs
   PySpark's own ``pyspark.daemon.manager()``; every worker it forks inherits
   those modules instead of importing them again.

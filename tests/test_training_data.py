@@ -8,23 +8,25 @@ import decimal
 import pandas as pd
 import pytest
 
-from orchestrator.io.training_data import (
-    ARROW_FILES,
-    SPARK_ARROW,
-    choose_read_path,
-    default_max_driver_bytes,
-    estimate_frame_bytes,
-    load_training_data,
-    parse_cgroup_available,
-    parse_meminfo_available,
-    sample_fraction,
-)
 from orchestrator.errors import (
     DataError,
     DataTooLargeError,
     MissingColumnError,
     MissingTableError,
     SpecError,
+)
+from orchestrator.io.sizing import (
+    default_max_driver_bytes,
+    estimate_frame_bytes,
+    parse_cgroup_available,
+    parse_meminfo_available,
+    sample_fraction,
+)
+from orchestrator.io.training_data import (
+    ARROW_FILES,
+    SPARK_ARROW,
+    choose_read_path,
+    load_training_data,
 )
 from orchestrator.specs.data import DataSpec
 

@@ -8,26 +8,15 @@ wrong instead of raising, so a user sees every problem of every spec in one
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from orchestrator.errors import SpecError
+from orchestrator.errors import SpecError, did_you_mean
 
 _MISSING = object()
 
 
-def did_you_mean(name: object, candidates: Iterable[str]) -> str:
-    """Return ``" (did you mean 'x'?)"`` for the closest candidate, or ``""``."""
-    if not isinstance(name, str):
-        return ""
-    matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
-    if not matches:
-        lowered = {c.lower(): c for c in candidates}
-        if name.lower() in lowered:
-            matches = [lowered[name.lower()]]
-    return f" (did you mean {matches[0]!r}?)" if matches else ""
 
 
 def _show(value: object) -> str:

@@ -1,0 +1,1 @@
+"""The workflow steps that work on pandas data: pipeline building, calibration, validation, metrics."""
