@@ -201,6 +201,24 @@ def test_time_travel_by_version_matches_spark_on_both_paths(spark, events, versi
 
 
 @pytest.mark.spark
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_row_order_is_the_same_on_both_paths(spark, events, version):
+    """Cross-validation folds depend on row order: both read paths give the same order."""
+    fast = load_training_data(spark, DataSpec(path=events, label="label", version=version),
+                              feature_columns=["id", *FEATURES])
+    slow = load_training_data(spark, DataSpec(path=events, label="label", version=version,
+                                              filter="id IS NOT NULL"),
+                              feature_columns=["id", *FEATURES])
+    assert (fast.lineage["read_path"], slow.lineage["read_path"]) == (ARROW_FILES, SPARK_ARROW)
+    pd.testing.assert_frame_equal(fast.X.reset_index(drop=True), slow.X.reset_index(drop=True))
+    pd.testing.assert_series_equal(fast.y.reset_index(drop=True), slow.y.reset_index(drop=True))
+    again = load_training_data(spark, DataSpec(path=events, label="label", version=version,
+                                               filter="id IS NOT NULL"),
+                               feature_columns=["id", *FEATURES])
+    assert again.X["id"].tolist() == slow.X["id"].tolist()
+
+
+@pytest.mark.spark
 def test_session_time_zone_is_honoured_like_to_pandas(spark, events):
     before = spark.conf.get("spark.sql.session.timeZone")
     spark.conf.set("spark.sql.session.timeZone", "America/New_York")

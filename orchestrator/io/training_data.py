@@ -92,6 +92,7 @@ SAFE_TABLE_FEATURES = frozenset({
 
 
 _HASH_COLUMN = "__orchestrator_sample_hash"
+_ORDER_COLUMN = "__orchestrator_file_order"
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,25 @@ def _local_paths(uris: Sequence[str]) -> list[str] | None:
         if not os.path.isfile(path):
             return None
         paths.append(path)
-    return sorted(paths)
+    # The canonical row order (see _in_file_order): files by name, rows as stored.
+    return sorted(paths, key=os.path.basename)
+
+
+def _in_file_order(df):
+    """The rows ordered as the file read returns them: files by name, rows as stored.
+
+    Spark's scan packs files into tasks by size, so its collect order differs
+    from the driver's file-by-file read and cross-validation folds would depend
+    on the read path. Delta exposes no row position, but within one task rows
+    come in file order, so (file name, split start, a per-task increasing id)
+    restores it.
+    """
+    from pyspark.sql import functions as F
+
+    order = [F.col("_metadata.file_name"), F.col("_metadata.file_block_start"),
+             F.monotonically_increasing_id()]
+    return df.withColumn(_ORDER_COLUMN, F.struct(*order)).orderBy(_ORDER_COLUMN).drop(
+        _ORDER_COLUMN)
 
 
 def _sample(df, fraction: float, max_rows: int, seed: int):
@@ -387,7 +406,7 @@ def load_training_data(spark, data_spec: DataSpec, *, feature_columns: Sequence[
 
     table = read_parquet_files(paths, needed) if read_path == ARROW_FILES else None
     if table is None:
-        rows = filtered
+        rows = _in_file_order(filtered)
         if fraction is not None:
             # Hash every source column, so the same seed keeps the same rows
             # whichever columns are projected.
