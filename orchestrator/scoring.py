@@ -46,6 +46,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -53,6 +54,7 @@ from typing import Any
 
 from orchestrator.errors import DataError, MissingColumnError, MissingTableError, OrchestratorError
 from orchestrator.io.delta import (
+    column,
     latest_version,
     read_version,
     spark_error_message,
@@ -89,7 +91,8 @@ _MODELS_VERSION = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>[^/]+)$")
 _SAFE_CASTS = {
     "long": {"long", "integer", "short", "byte"},
     "integer": {"integer", "short", "byte"},
-    "double": {"double", "float", "long", "integer", "short", "byte", "decimal"},
+    # long (beyond 2**53) and decimal values do not all fit a double exactly.
+    "double": {"double", "float", "integer", "short", "byte"},
     "float": {"float", "short", "byte"},
     "string": {"string", "varchar", "char"},
     "boolean": {"boolean"},
@@ -221,7 +224,7 @@ def resolve_model_uri(uri: str, client) -> tuple[str, str | None, str | None]:
         if alias:
             version = client.get_model_version_by_alias(name, alias["alias"]).version
         elif numbered["version"] == "latest":
-            versions = client.search_model_versions(f"name='{name}'")
+            versions = client.search_model_versions(_name_filter(name))
             if not versions:
                 raise ModelNotFoundError(f"model {uri!r}: the registered model {name!r} has "
                                          "no versions.")
@@ -233,11 +236,21 @@ def resolve_model_uri(uri: str, client) -> tuple[str, str | None, str | None]:
     return f"models:/{name}/{version}", name, str(version)
 
 
+def _name_filter(name: str) -> str:
+    """An MLflow search filter for one registered model name, quoted for any name."""
+    if "'" not in name:
+        return f"name = '{name}'"
+    if '"' not in name:
+        return f'name = "{name}"'
+    raise ModelNotFoundError(f"registered model name {name!r}: a name with both kinds of "
+                             "quotes cannot be searched in the MLflow registry; rename it.")
+
+
 def _registry_message(uri: str, name: str, client, exc) -> str:
     from mlflow.exceptions import MlflowException
 
     try:
-        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        versions = sorted(int(v.version) for v in client.search_model_versions(_name_filter(name)))
     except MlflowException:
         versions = []
     if not versions:
@@ -515,6 +528,8 @@ def score_table(spark, model_uri: str, input_table: str | TableSource,
 
 def _score(spark, model: ScoringModel, source: TableSource, target: TableSource,
            input_version: int | None, keep_columns) -> ScoringResult:
+    from pyspark.sql import functions as F
+
     where = f"score input {source.location!r}"
 
     table = _open_delta(spark, source, what="score input")
@@ -543,27 +558,37 @@ def _score(spark, model: ScoringModel, source: TableSource, target: TableSource,
     app_id = scoring_app_id(source.location, model.pinned_uri)
     scored = _scored_frame(spark, frame, model, present, kept, source, version, scored_at)
 
-    before = _open_delta(spark, target, what="prediction table")
-    version_before = latest_version(before) if before is not None else None
+    # A token unique to this write finds our own commit in the history afterwards, even
+    # when another writer commits to the table at the same time.
+    token = f"{app_id}:{version}:{uuid.uuid4().hex}"
     writer = (scored.write.format("delta").mode("append")
-              .option("txnAppId", app_id).option("txnVersion", version))
+              .option("txnAppId", app_id).option("txnVersion", version)
+              .option("userMetadata", token))
     logger.info("Scoring %s (version %d) with %s into %s", source.location, version,
                 model.pinned_uri, target.location)
-    try:
-        if target.path is not None:
-            writer.save(target.path)
-        else:
-            writer.saveAsTable(target.table)
-    except spark_errors() as exc:
-        raise ScoringError(f"scoring {source.location!r} into {target.location!r} failed; "
-                           f"nothing was written: {spark_error_message(exc)}") from exc
+    for attempt in (1, 2):
+        try:
+            if target.path is not None:
+                writer.save(target.path)
+            else:
+                writer.saveAsTable(target.table)
+            break
+        except spark_errors() as exc:
+            # Another job committed first (e.g. the same input and model scored at the same
+            # time): write again, and Delta's transaction check skips what is already there.
+            if attempt == 1 and _is_write_conflict(exc):
+                logger.info("Concurrent commit to %s; retrying once", target.location)
+                continue
+            raise ScoringError(f"scoring {source.location!r} into {target.location!r} failed; "
+                               f"nothing was written: {spark_error_message(exc)}") from exc
     after = _open_delta(spark, target, what="prediction table")
-    version_after = latest_version(after) if after is not None else None
-    skipped = version_after == version_before
-    rows = 0
-    if not skipped:
-        metrics = after.history(1).select("operationMetrics").first()[0] or {}
-        rows = int(metrics.get("numOutputRows", 0))
+    commit = None if after is None else (
+        after.history().where(F.col("userMetadata") == F.lit(token))
+        .select("version", "operationMetrics").first())
+    skipped = commit is None
+    rows = 0 if skipped else int((commit["operationMetrics"] or {}).get("numOutputRows", 0))
+    version_after = (latest_version(after) if after is not None else None) if skipped \
+        else int(commit["version"])
     if skipped:
         logger.info("Skipped: %s version %d was already scored with %s (txnAppId %s)",
                     source.location, version, model.pinned_uri, app_id)
@@ -574,6 +599,13 @@ def _score(spark, model: ScoringModel, source: TableSource, target: TableSource,
                          model_uri=model.pinned_uri, model_name=model.name,
                          model_version=model.version, scored_at=scored_at, rows_written=rows,
                          skipped=skipped, output_version=version_after, app_id=app_id)
+
+
+def _is_write_conflict(exc: BaseException) -> bool:
+    text = str(exc)
+    return any(marker in text for marker in ("DELTA_CONCURRENT", "ConcurrentTransaction",
+                                             "ConcurrentAppend", "ProtocolChanged",
+                                             "MetadataChanged"))
 
 
 def read_predictions(spark, output_table: str | TableSource, *, input_version: int | None = None,
@@ -621,11 +653,11 @@ def _scored_frame(spark, frame, model: ScoringModel, present: list[str], kept: l
 
     types = {name: kind for name, kind, _ in model.input_columns}
     # Lossless casts to the signature's types, so pyfunc's schema enforcement sees exact dtypes.
-    features = F.struct(*[F.col(name).cast(_SPARK_TARGET[types[name]]).alias(name)
+    features = F.struct(*[column(name).cast(_SPARK_TARGET[types[name]]).alias(name)
                           for name in present])
     predict = mlflow.pyfunc.spark_udf(spark, model.local_path, result_type=model.label_type,
                                       env_manager="local")
-    columns = [F.col(c) for c in kept] + [predict(features).alias("prediction")]
+    columns = [column(c) for c in kept] + [predict(features).alias("prediction")]
     if model.classes is not None:
         predict_proba = mlflow.pyfunc.spark_udf(spark, model.proba_path,
                                                 result_type="array<double>", env_manager="local")

@@ -259,13 +259,54 @@ def test_a_failure_on_the_executors_leaves_the_prediction_table_untouched(spark,
 def test_check_input_schema_accepts_lossless_casts_and_lists_every_mismatch():
     inputs = [("a", "long", True), ("b", "double", True), ("c", "string", True),
               ("d", "double", False)]
-    assert check_input_schema([("a", "integer"), ("b", "long"), ("c", "string")], inputs,
+    assert check_input_schema([("a", "integer"), ("b", "integer"), ("c", "string")], inputs,
                               where="t") == ["a", "b", "c"]
     with pytest.raises(SchemaMismatchError) as caught:
         check_input_schema([("a", "double"), ("b", "string"), ("c", "string")], inputs, where="t")
     assert [m[0] for m in caught.value.mismatches] == ["a", "b"]
+    # long values beyond 2**53 and decimals do not all survive a cast to double.
+    for lossy in ("long", "decimal(38,10)"):
+        with pytest.raises(SchemaMismatchError, match="'b'|b:"):
+            check_input_schema([("a", "long"), ("b", lossy), ("c", "string")], inputs, where="t")
     with pytest.raises(MissingColumnError, match="'c' not found"):
         check_input_schema([("a", "long"), ("b", "double")], inputs, where="t")
+
+
+def test_dotted_column_names_and_concurrent_jobs_write_each_row_once(spark, store, tmp_path):
+    """Column names are taken literally; two jobs at once still give one copy of every row."""
+    import threading
+
+    from orchestrator.scoring import score_table
+
+    inputs = _customers(60, seed=5).rename(columns={"customer_id": "customer.id"})
+    _write_delta(spark, inputs, tmp_path / "customers")
+    output = tmp_path / "predictions"
+    results, errors = [], []
+
+    def job():
+        try:
+            results.append(score_table(spark, "models:/churn@champion",
+                                       str(tmp_path / "customers"), str(output),
+                                       keep_columns=["customer.id"]))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=job) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert sorted(r.skipped for r in results) == [False, True]
+    written = next(r for r in results if not r.skipped)
+    assert written.rows_written == 60
+    from deltalake import DeltaTable
+
+    got = DeltaTable(str(output)).to_pandas()
+    assert sorted(got["customer.id"]) == sorted(inputs["customer.id"])
+    # The reported version is the commit this job made, read from the table's history.
+    history = {h["version"]: h for h in DeltaTable(str(output)).history()}
+    assert int(history[written.output_version]["operationMetrics"]["numOutputRows"]) == 60
 
 
 def test_app_id_depends_on_input_and_pinned_model():

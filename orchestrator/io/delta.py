@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DeltaSource",
+    "column",
     "delta_rs_table",
     "latest_version",
     "open_delta_source",
@@ -222,10 +223,15 @@ def resolve_version(spark, source: DeltaSource, spec: DataSpec, *, where: str = 
 def read_version(spark, source: DeltaSource | TableSource, version: int):
     """A DataFrame of the table at ``version`` (by path, or by name with ``VERSION AS OF``)."""
     by_path = source.kind == "path" if isinstance(source, DeltaSource) else source.path is not None
-    location = source.location
-    if by_path:
-        return spark.read.format("delta").option("versionAsOf", int(version)).load(location)
-    return spark.sql(f"SELECT * FROM {quote_table_name(location)} VERSION AS OF {int(version)}")
+    reader = spark.read.format("delta").option("versionAsOf", int(version))
+    return reader.load(source.location) if by_path else reader.table(source.location)
+
+
+def column(name: str):
+    """A Spark column for a name taken literally (dots and backticks are not syntax)."""
+    from pyspark.sql import functions as F
+
+    return F.col("`" + str(name).replace("`", "``") + "`")
 
 
 def latest_version(delta_table) -> int:

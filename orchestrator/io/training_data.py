@@ -49,6 +49,7 @@ from orchestrator.io.arrow import (
 )
 from orchestrator.io.delta import (
     DeltaSource,
+    column,
     open_delta_source,
     read_version,
     resolve_version,
@@ -250,7 +251,7 @@ def _sample(df, fraction: float, max_rows: int, seed: int):
     """Keep the ``max_rows`` rows with the smallest seeded hash (independent of partitioning)."""
     from pyspark.sql import functions as F
 
-    hashable = [F.col(f"`{f.name}`") for f in df.schema.fields
+    hashable = [column(f.name) for f in df.schema.fields
                 if f.dataType.typeName() != "map"]
     hashed = df.withColumn(_HASH_COLUMN, F.xxhash64(F.lit(seed), *hashable))
     # xxhash64 is uniform over signed 64-bit integers: keep those below the fraction's quantile.
@@ -412,7 +413,7 @@ def load_training_data(spark, data_spec: DataSpec, *, feature_columns: Sequence[
             # whichever columns are projected.
             rows = _sample(filtered, fraction, int(data_spec.max_rows), data_spec.sample_seed)
         try:
-            table = rows.select(*[f"`{c}`" for c in needed]).toArrow()
+            table = rows.select(*[column(c) for c in needed]).toArrow()
         except errors as exc:
             if "maxResultSize" in str(exc):
                 raise DataTooLargeError(
