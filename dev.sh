@@ -1,31 +1,82 @@
 #!/usr/bin/env bash
 # One entry point for people and CI. Each command sets up what it needs first:
 #   bash dev.sh demo    venv + packages, demo Delta tables, train conf/demo.yml, print the summary
-#   bash dev.sh test    venv + packages, then the whole test suite
+#   bash dev.sh test    venv + packages, the whole test suite, then the lowest-versions stage
 #   bash dev.sh fast    only the tests that need no Spark, MLflow server or cluster (seconds)
+#   bash dev.sh lowest  only the lowest-versions stage (see below)
+#   bash dev.sh lock    regenerate constraints.txt and constraints-lowest.txt (a maintainer's step)
+#
+# requirements.txt declares ranges (the wheel's install_requires); constraints.txt pins the set
+# .venv is tested with, constraints-lowest.txt the lowest set requirements.txt allows, which
+# .venv-lowest installs on the lowest Python we support (LOWEST_PYTHON, 3.11).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 PYTHON=${PYTHON:-python3}
 VENV=.venv
+LOWEST_VENV=.venv-lowest
+# The lowest Python we support (scikit-learn 1.8 needs 3.11); the packaging test's runtime venv
+# uses the highest, 3.13, which pyenv on the machine image carries beside the system's 3.11.
+LOWEST_PYTHON=${LOWEST_PYTHON:-python3.11}
+RUNTIME_PYTHON=${RUNTIME_PYTHON:-$(ls -d /root/.pyenv/versions/3.13.*/bin/python 2>/dev/null | tail -1 || true)}
+export ORCHESTRATOR_RUNTIME_PYTHON=${RUNTIME_PYTHON:-python3.13}
+FAST_MARKERS="not spark and not mlflow_server and not cluster and not packaging"
+
+venv_stamp() {
+  echo "$VENV/.installed-$(cat requirements.txt requirements-dev.txt constraints.txt setup.py | sha1sum | cut -c1-12)"
+}
 
 setup() {
   if [ ! -x "$VENV/bin/python" ]; then
     echo "==> creating $VENV with $($PYTHON --version)"
     "$PYTHON" -m venv "$VENV"
   fi
-  # Re-install only when the requirements changed since the last install.
-  local stamp="$VENV/.installed-$(cat requirements.txt requirements-dev.txt setup.py | sha1sum | cut -c1-12)"
+  # Re-install only when the requirements or the pinned set changed since the last install.
+  local stamp
+  stamp=$(venv_stamp)
   if [ ! -f "$stamp" ]; then
-    echo "==> installing packages (requirements-dev.txt and this project, editable)"
+    echo "==> installing packages (requirements-dev.txt pinned by constraints.txt, this project editable)"
     "$VENV/bin/pip" install --quiet --upgrade pip
-    "$VENV/bin/pip" install --quiet -r requirements-dev.txt -e .
+    "$VENV/bin/pip" install --quiet -r requirements-dev.txt -c constraints.txt -e .
     rm -f "$VENV"/.installed-*
     touch "$stamp"
   fi
   # Spark's Python workers and spark-submit must use the venv's interpreter.
   export PYSPARK_PYTHON="$PWD/$VENV/bin/python" PYSPARK_DRIVER_PYTHON="$PWD/$VENV/bin/python"
   export PATH="$PWD/$VENV/bin:$PATH"
+}
+
+setup_lowest() {
+  local stamp="$LOWEST_VENV/.installed-$(cat constraints-lowest.txt setup.py | sha1sum | cut -c1-12)"
+  if [ ! -f "$stamp" ]; then
+    echo "==> installing constraints-lowest.txt into $LOWEST_VENV ($("$LOWEST_PYTHON" --version))"
+    local started=$SECONDS
+    rm -rf "$LOWEST_VENV"
+    "$VENV/bin/uv" venv --quiet --python "$LOWEST_PYTHON" "$LOWEST_VENV"
+    "$VENV/bin/uv" pip sync --quiet --python "$LOWEST_VENV/bin/python" constraints-lowest.txt
+    "$VENV/bin/uv" pip install --quiet --python "$LOWEST_VENV/bin/python" --no-deps -e .
+    touch "$stamp"
+    echo "==> $LOWEST_VENV installed in $((SECONDS - started)) s"
+  fi
+}
+
+# The fast tests and one end-to-end training job (demo tables written by Spark, then tuning on
+# Spark with hyperopt, calibration and MLflow logging to a sqlite store) on the lowest versions.
+lowest_stage() {
+  setup_lowest
+  local py="$PWD/$LOWEST_VENV/bin/python" work versions
+  # A separate assignment, so a failing import stops the stage (set -e ignores it inside echo).
+  versions=$("$py" -c 'import sklearn, mlflow, hyperopt, optuna, pandas, numpy, sys
+print(f"Python {sys.version.split()[0]}, scikit-learn {sklearn.__version__}, mlflow {mlflow.__version__}, hyperopt {hyperopt.__version__}, optuna {optuna.__version__}, pandas {pandas.__version__}, numpy {numpy.__version__}")')
+  echo "==> lowest versions: $versions"
+  work=$(mktemp -d)
+  PYSPARK_PYTHON="$py" PYSPARK_DRIVER_PYTHON="$py" "$py" -m pytest -m "$FAST_MARKERS" -q -p no:cacheprovider
+  echo "==> lowest versions: end-to-end training job (conf/demo_full.yml)"
+  PYSPARK_PYTHON="$py" PYSPARK_DRIVER_PYTHON="$py" "$LOWEST_VENV/bin/orchestrator" demo-data --output "$work/demo"
+  PYSPARK_PYTHON="$py" PYSPARK_DRIVER_PYTHON="$py" DEMO_DATA="$work/demo" \
+    MLFLOW_TRACKING_URI="sqlite:///$work/mlflow.db" \
+    "$LOWEST_VENV/bin/orchestrator" run conf/demo_full.yml --output-dir "$work/out"
+  rm -rf "$work"
 }
 
 case "${1:-}" in
@@ -41,14 +92,37 @@ case "${1:-}" in
     shift
     # pytest exits 5 when it collects no tests: that is a failure here, like any other non-zero code.
     python -m pytest "$@"
+    # The whole run (no pytest arguments, as CI calls it) also tests the lowest versions.
+    if [ $# -eq 0 ]; then lowest_stage; fi
     ;;
   fast)
     setup
     shift
-    python -m pytest -m "not spark and not mlflow_server and not cluster" "$@"
+    python -m pytest -m "$FAST_MARKERS" "$@"
+    ;;
+  lowest)
+    setup
+    lowest_stage
+    ;;
+  lock)
+    setup
+    { echo "# The set .venv is tested with (pip freeze of it, less this project). Regenerate: bash dev.sh lock"
+      pip freeze --exclude-editable | grep -iv "^orchestrator=="; } > constraints.txt
+    rm -f "$VENV"/.installed-*
+    touch "$(venv_stamp)"  # .venv is the set constraints.txt now pins
+    printf -- '-r requirements.txt\npytest>=8\njsonschema>=4\n' > .lowest.in
+    { echo "# The lowest versions requirements.txt allows (uv --resolution lowest-direct) on Python 3.11,"
+      echo "# with pytest; .venv-lowest installs exactly this set. Regenerate: bash dev.sh lock"
+      uv pip compile --quiet --no-header --no-annotate --python "$LOWEST_PYTHON" \
+        --resolution lowest-direct .lowest.in; } > constraints-lowest.txt
+    printf 'scikit-learn==1.9.0\nmlflow==3.12.0\npyspark==4.2.0\ndelta-spark==4.4.0\npandas>=2.2,<3\nnumpy\npyarrow\nmatplotlib\nPyYAML\nhyperopt\n' > .runtime.in
+    { sed -n '1,4p' constraints-runtime.txt
+      uv pip compile --quiet --no-header --no-annotate --python "$ORCHESTRATOR_RUNTIME_PYTHON" .runtime.in; } > .runtime.txt
+    mv .runtime.txt constraints-runtime.txt
+    rm -f .lowest.in .runtime.in
     ;;
   *)
-    echo "usage: bash dev.sh demo|test|fast [pytest args]" >&2
+    echo "usage: bash dev.sh demo|test|fast|lowest|lock [pytest args]" >&2
     exit 2
     ;;
 esac

@@ -10,12 +10,17 @@ _CLUSTER_PROVIDED = ("pyspark", "delta-spark")
 
 
 def _requirements() -> list[str]:
+    # requirements.txt holds ranges; the exact tested set is constraints.txt, which the wheel
+    # never carries: on a runtime, pip keeps whatever in-range versions are already installed.
     lines = Path(__file__).with_name("requirements.txt").read_text().splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    return [line.split("#")[0].strip() for line in lines
+            if line.split("#")[0].strip() and not line.startswith("-")]
 
 
 def _name(requirement: str) -> str:
-    return requirement.split("=")[0].split("<")[0].split(">")[0].strip().lower()
+    for separator in ("=", "<", ">", "!", "~", "[", ";"):
+        requirement = requirement.split(separator)[0]
+    return requirement.strip().lower()
 
 
 setup(
@@ -26,7 +31,14 @@ setup(
     if Path(__file__).with_name("README.md").exists() else "",
     long_description_content_type="text/markdown",
     packages=find_packages(include=["orchestrator", "orchestrator.*"]),
-    python_requires=">=3.10",
+    # scikit-learn 1.8 needs 3.11. Tested: 3.11 (lowest versions and the pinned set), 3.13 (a
+    # runtime's versions, tests/test_packaging.py).
+    python_requires=">=3.11",
+    classifiers=[
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+    ],
     install_requires=[r for r in _requirements() if _name(r) not in _CLUSTER_PROVIDED],
     extras_require={"spark": [r for r in _requirements() if _name(r) in _CLUSTER_PROVIDED]},
     entry_points={

@@ -62,7 +62,7 @@ class SpecError(OrchestratorError, ValueError):
         super().__init__(header + "\n" + "\n".join(f"  - {p}" for p in self.problems))
 
 
-class DataError(OrchestratorError):
+class DataError(OrchestratorError, ValueError):
     """The data does not match what the specs ask for."""
 
 

@@ -19,7 +19,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import DataError, MissingColumnError, SpecError, StepError
+from orchestrator.errors import (
+    DataError,
+    MissingColumnError,
+    OrchestratorError,
+    SpecError,
+    StepError,
+)
 from orchestrator.results import WorkflowResult
 from orchestrator.specs import WorkflowSpecs, parse_specs
 from orchestrator.specs.features import feature_columns
@@ -156,6 +162,8 @@ def _active_spark(spark):
 def _fit(estimator, X, y, what: str):
     try:
         return estimator.fit(X, y)
+    except OrchestratorError:
+        raise  # already ours and explained (our errors are ValueErrors too)
     except (ValueError, TypeError) as exc:
         message = str(exc).replace("\n", " ")
         if "Unknown label type" in message:
@@ -401,5 +409,7 @@ def _calibrate(specs: WorkflowSpecs, pipeline, X, y, output: Path, results: Work
 def _validate(action: Callable[[], Any]):
     try:
         return action()
+    except OrchestratorError:
+        raise  # e.g. DataError for a class smaller than the folds: keep its own message
     except (ValueError, TypeError, AttributeError) as exc:
         raise StepError(f"validation failed: {exc}") from exc

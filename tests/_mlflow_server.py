@@ -63,12 +63,13 @@ def running_mlflow_server(root: Path, *, startup_timeout_s: float = 120) -> Iter
             time.sleep(0.5)
         yield url
     finally:
-        _stop_group(process)
+        stop_process_group(process)
         log.close()
 
 
-def _stop_group(process: subprocess.Popen) -> None:
-    # The server is the leader of its own session: signal exactly that group.
+def stop_process_group(process: subprocess.Popen) -> None:
+    """Stop a process started with ``start_new_session=True`` and everything it forked."""
+    # The process is the leader of its own session: signal exactly that group.
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
     try:

@@ -90,8 +90,12 @@ ECE_DEFINITION = (
 )
 
 
-class CalibrationError(OrchestratorError):
-    """Calibration cannot run on this model or data (the cause, if any, is chained)."""
+class CalibrationError(OrchestratorError, ValueError):
+    """Calibration cannot run on this model or data (the cause, if any, is chained).
+
+    A ``ValueError`` too, as scikit-learn raises for bad input, so that
+    ``except ValueError`` and scikit-learn's own checks treat it as one.
+    """
 
 
 # ---------------------------------------------------------------- pure decision helpers
@@ -388,6 +392,17 @@ def _final_step(estimator: Any) -> Any:
     return steps[-1][1] if steps else estimator
 
 
+def _ndim(X: Any) -> int | None:
+    """Dimensions of ``X`` (frames and sparse matrices have ``ndim``); None if it has no shape."""
+    ndim = getattr(X, "ndim", None)
+    if ndim is not None:
+        return int(ndim)
+    try:
+        return np.asarray(X).ndim
+    except (ValueError, TypeError):  # ragged nested lists: the estimator decides
+        return None
+
+
 class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     """A classifier pipeline plus its probability calibration, as one estimator.
 
@@ -450,18 +465,21 @@ class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         Raises
         ------
         CalibrationError
-            When a class has too few rows for the folds or the holdout split,
-            or the estimator cannot be calibrated. scikit-learn errors raised
-            while fitting propagate unchanged.
+            A ``ValueError``: when ``y`` is not one class label per row of
+            ``X`` (2-D, continuous, NaN or infinite, another length), has one
+            class only, a class has too few rows for the folds or the holdout
+            split, or the estimator cannot be calibrated. scikit-learn errors
+            raised while fitting propagate unchanged.
         """
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.model_selection import StratifiedKFold
 
+        y = self._check_labels(X, y)
         _check_response(self.estimator)
         classes, counts = _class_counts(y)
         if len(classes) < 2:
-            raise CalibrationError(f"calibration needs at least two classes, got only "
-                                   f"{classes.tolist()!r}.")
+            raise CalibrationError(f"calibration needs at least two classes, got only one "
+                                   f"class: {classes.tolist()!r}.")
         holdout = self.cv == HOLDOUT
         if not holdout and (isinstance(self.cv, bool) or not isinstance(self.cv, int)
                             or self.cv < 2):
@@ -496,6 +514,50 @@ class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             if hasattr(self.calibrator_, name):
                 setattr(self, name, getattr(self.calibrator_, name))
         return self
+
+    def _check_labels(self, X, y) -> np.ndarray:
+        """``y`` as one class label per row of ``X``, or a CalibrationError saying why not.
+
+        Done first, as scikit-learn's classifiers do, so that a 2-D, continuous
+        or non-finite ``y`` is refused with scikit-learn's message instead of
+        failing somewhere inside the split or the folds. A column vector
+        ``(n, 1)`` is raveled with scikit-learn's DataConversionWarning.
+        """
+        from sklearn.utils import check_consistent_length, column_or_1d, get_tags
+        from sklearn.utils.multiclass import check_classification_targets
+
+        if y is None:
+            raise CalibrationError(f"{type(self).__name__} requires y to be passed, but the "
+                                   "target y is None.")
+        try:
+            labels = column_or_1d(y, warn=True)
+            check_classification_targets(labels)
+            check_consistent_length(X, labels)
+        except ValueError as exc:
+            raise CalibrationError(f"calibration needs one class label per row of X: {exc}"
+                                   ) from exc
+        if labels.shape[0] == 0:
+            raise CalibrationError("calibration needs at least one row of each of two classes, "
+                                   "got 0 samples.")
+        ndim = _ndim(X)
+        if not get_tags(self.estimator).input_tags.one_d_array and ndim not in (None, 2):
+            raise CalibrationError(
+                f"Expected 2D array, got {ndim}D array instead: X must be a table, one row "
+                "per sample (reshape a single feature with X.reshape(-1, 1)).")
+        return labels
+
+    def __sklearn_tags__(self):
+        from dataclasses import replace
+
+        from sklearn.utils import get_tags
+
+        tags = super().__sklearn_tags__()
+        # X goes to the wrapped estimator unchanged (the calibrator only sees its
+        # predictions), so it accepts exactly the input the estimator accepts:
+        # sparse matrices, missing values, strings... (CalibratedClassifierCV
+        # passes on the sparse tag the same way).
+        tags.input_tags = replace(get_tags(self.estimator).input_tags)
+        return tags
 
     def _fit_holdout(self, X, y, classes, calibrated_cv_class):
         from sklearn.frozen import FrozenEstimator

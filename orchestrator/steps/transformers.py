@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 __all__ = ["BooleanToFloat", "CategoryToString", "DatetimeParts", "TextColumns"]
@@ -25,34 +25,83 @@ def _as_frame(X, columns=None) -> pd.DataFrame:
     return pd.DataFrame(X, columns=columns)
 
 
-class _ColumnwiseTransformer(TransformerMixin, BaseEstimator):
-    """Remembers the input columns so feature names come out right."""
+def _check_input(estimator, X, *, reset: bool) -> pd.DataFrame:
+    """Validate ``X`` as scikit-learn's own transformers do, keeping pandas dtypes.
 
-    def _remember_columns(self, X) -> pd.DataFrame:
-        frame = _as_frame(X)
-        self.feature_names_in_ = np.asarray([str(c) for c in frame.columns], dtype=object)
-        self.n_features_in_ = frame.shape[1]
-        return frame
+    ``fit`` (``reset=True``) records ``n_features_in_`` and, for a frame with
+    string column names, ``feature_names_in_``. Later calls refuse a frame
+    whose columns are missing, extra or reordered, and an array with another
+    number of columns, with scikit-learn's own messages ("The feature names
+    should match those that were passed during fit", "X has 3 features, but
+    ... is expecting 4 features as input"): a per-column transformer fed the
+    wrong columns would otherwise apply each column's state to another column.
+
+    Frames are not converted (columns keep their strings, datetimes,
+    booleans and missing values); anything else goes through ``check_array``
+    without numeric conversion, which refuses 1-D, complex, sparse and empty
+    input.
+    """
+    from sklearn.utils import check_array
+    from sklearn.utils.validation import validate_data
+
+    if isinstance(X, pd.Series):
+        X = X.to_frame()
+    if isinstance(X, pd.DataFrame):
+        if X.shape[0] < 1 or X.shape[1] < 1:
+            raise ValueError(f"Found array with {X.shape[0]} sample(s) and {X.shape[1]} "
+                             f"feature(s) (shape={X.shape}) while a minimum of 1 of each is "
+                             f"required by {type(estimator).__name__}.")
+        complex_columns = [str(c) for c, dtype in X.dtypes.items()
+                           if pd.api.types.is_complex_dtype(dtype)]
+        if complex_columns:
+            raise ValueError(f"Complex data not supported: columns {complex_columns}.")
+    else:
+        X = check_array(X, dtype=None, ensure_all_finite=False, estimator=estimator,
+                        input_name="X")
+    validate_data(estimator, X, reset=reset, skip_check_array=True)
+    return _as_frame(X)
+
+
+def _input_feature_names(estimator, input_features) -> np.ndarray:
+    """``feature_names_in_`` (or x0, x1, ... when fit without names), checking ``input_features``.
+
+    A private scikit-learn helper (checked against scikit-learn 1.9.1), kept
+    here alone so that a change in it breaks one place, and
+    tests/test_estimator_checks.py, not the pipeline.
+    """
+    from sklearn.utils.validation import _check_feature_names_in
+
+    return _check_feature_names_in(estimator, input_features)
+
+
+class _ColumnwiseTransformer(TransformerMixin, BaseEstimator):
+    """Checks the input columns at fit and transform time so feature names stay right."""
+
+    def _fit_frame(self, X) -> pd.DataFrame:
+        return _check_input(self, X, reset=True)
 
     def _frame(self, X) -> pd.DataFrame:
-        check_is_fitted(self, "feature_names_in_")
-        return _as_frame(X, columns=list(self.feature_names_in_))
+        check_is_fitted(self, "n_features_in_")
+        return _check_input(self, X, reset=False)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Missing values are part of the data these transformers handle.
+        tags.input_tags.allow_nan = True
+        tags.input_tags.string = True
+        return tags
 
 
-class BooleanToFloat(_ColumnwiseTransformer):
+class BooleanToFloat(OneToOneFeatureMixin, _ColumnwiseTransformer):
     """Map booleans (True/False, "yes"/"no", 1/0, ...) to 1.0/0.0; anything else to NaN."""
 
     def fit(self, X, y=None):
-        self._remember_columns(X)
+        self._fit_frame(X)
         return self
 
     def transform(self, X):
         frame = self._frame(X)
         return np.column_stack([_to_float_bool(frame[c]) for c in frame.columns])
-
-    def get_feature_names_out(self, input_features=None):
-        check_is_fitted(self, "feature_names_in_")
-        return np.asarray(self.feature_names_in_, dtype=object)
 
 
 def _to_float_bool(series: pd.Series) -> np.ndarray:
@@ -75,7 +124,7 @@ def _to_float_bool(series: pd.Series) -> np.ndarray:
     return np.fromiter((convert(v) for v in series.tolist()), dtype=float, count=len(series))
 
 
-class CategoryToString(_ColumnwiseTransformer):
+class CategoryToString(OneToOneFeatureMixin, _ColumnwiseTransformer):
     """Turn every category into a string (missing stays missing).
 
     OneHotEncoder refuses columns that mix numbers and strings, and pandas
@@ -83,7 +132,7 @@ class CategoryToString(_ColumnwiseTransformer):
     """
 
     def fit(self, X, y=None):
-        self._remember_columns(X)
+        self._fit_frame(X)
         return self
 
     def transform(self, X):
@@ -93,9 +142,10 @@ class CategoryToString(_ColumnwiseTransformer):
         as_text = frame.astype("string").astype(object)
         return as_text.where(frame.notna(), np.nan).to_numpy(dtype=object)
 
-    def get_feature_names_out(self, input_features=None):
-        check_is_fitted(self, "feature_names_in_")
-        return np.asarray(self.feature_names_in_, dtype=object)
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = []  # always object (strings)
+        return tags
 
 
 def _integral_floats_as_ints(column: pd.Series) -> pd.Series:
@@ -122,7 +172,7 @@ class DatetimeParts(_ColumnwiseTransformer):
         self.parts = parts
 
     def fit(self, X, y=None):
-        self._remember_columns(X)
+        self._fit_frame(X)
         return self
 
     def transform(self, X):
@@ -135,9 +185,9 @@ class DatetimeParts(_ColumnwiseTransformer):
         return np.column_stack(blocks).astype(float)
 
     def get_feature_names_out(self, input_features=None):
-        check_is_fitted(self, "feature_names_in_")
-        return np.asarray([f"{c}_{p}" for c in self.feature_names_in_ for p in self.parts],
-                          dtype=object)
+        check_is_fitted(self, "n_features_in_")
+        names = _input_feature_names(self, input_features)
+        return np.asarray([f"{c}_{p}" for c in names for p in self.parts], dtype=object)
 
 
 def _datetime_part(values: pd.Series, part: str) -> np.ndarray:
@@ -176,7 +226,7 @@ class TextColumns(_ColumnwiseTransformer):
                    lowercase=self.lowercase)
 
     def fit(self, X, y=None):
-        frame = self._remember_columns(X)
+        frame = self._fit_frame(X)
         self.vectorizers_ = []
         for column in frame.columns:
             vectorizer = self._new_vectorizer()
@@ -199,8 +249,14 @@ class TextColumns(_ColumnwiseTransformer):
 
     def get_feature_names_out(self, input_features=None):
         check_is_fitted(self, "vectorizers_")
-        return np.asarray([f"{c}__{w}" for v, c in zip(self.vectorizers_, self.feature_names_in_)
+        names = _input_feature_names(self, input_features)
+        return np.asarray([f"{c}__{w}" for v, c in zip(self.vectorizers_, names)
                            for w in v.get_feature_names_out()], dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = []  # the vectorizer's dtype, whatever came in
+        return tags
 
 
 def _texts(series: pd.Series) -> list[str]:

@@ -45,6 +45,7 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -776,9 +777,15 @@ class Tracker:
             client.log_artifact(self.run_id, str(path), artifact_path="plots")
 
     def _log_model(self, results: Mapping[str, Any], X_sample) -> dict[str, Any]:
-        import mlflow
+        """Log the model as a LoggedModel of this run's experiment, then register it.
+
+        Everything goes through this run's client: ``mlflow.sklearn.log_model``
+        would create the LoggedModel in the process's *active* experiment
+        (Default, unless something set one globally), where ``runs:/<run_id>/model``
+        does not look, and would read the global tracking and registry URIs.
+        """
         import mlflow.sklearn
-        from mlflow.models import infer_signature
+        from mlflow.models import Model, infer_signature
 
         model = results["pipeline"]
         trusted, untrusted = trusted_model_types(model, self.spec.trusted_types)
@@ -798,39 +805,91 @@ class Tracker:
         if classes is not None:
             metadata["classes"] = [_plain(c) for c in classes]
             metadata["probability_method"] = "get_raw_model().predict_proba"
-        info = mlflow.sklearn.log_model(
-            model,
-            name=MODEL_NAME,
-            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-            skops_trusted_types=trusted or None,
-            signature=signature,
-            input_example=sample.head(5),
-            pip_requirements=_pip_requirements(trusted),
-            pyfunc_predict_fn="predict",
-            metadata=metadata,
-            registered_model_name=self.spec.registered_model_name,
-            await_registration_for=max(1, math.ceil(self.spec.timeout_s)),
-            run_id=self.run_id,
-        )
-        if info.signature is None or info.signature.inputs is None:
-            raise ModelLoggingError(f"MLflow tracking: the model logged to {info.model_uri} has "
-                                    "no signature; it was not registered.")
-        logged = {"model_uri": info.model_uri}
-        version = getattr(info, "registered_model_version", None)
-        if self.spec.registered_model_name and version is not None:
-            client = self._client()
-            logged.update(model_version=str(version),
+        client = self._client()
+        logged_model = self._create_logged_model(client)
+        saved = False
+        try:
+            with tempfile.TemporaryDirectory(prefix="orchestrator-model-") as tmp:
+                local_path = Path(tmp) / MODEL_NAME
+                mlflow_model = Model(artifact_path=logged_model.artifact_location,
+                                     model_uuid=logged_model.model_id, run_id=self.run_id,
+                                     metadata=metadata, model_id=logged_model.model_id)
+                # Writes MLmodel, the skops file, requirements, input_example.json and
+                # serving_input_example.json (what `mlflow models serve` accepts).
+                mlflow.sklearn.save_model(
+                    model, str(local_path), mlflow_model=mlflow_model,
+                    serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+                    skops_trusted_types=trusted or None,
+                    signature=signature,
+                    input_example=sample.head(5),
+                    pip_requirements=_pip_requirements(trusted),
+                    pyfunc_predict_fn="predict",
+                )
+                if mlflow_model.signature is None or mlflow_model.signature.inputs is None:
+                    raise ModelLoggingError("MLflow tracking: the saved model has no signature; "
+                                            "it was not logged.")
+                client.log_model_artifacts(logged_model.model_id, str(local_path))
+            saved = True
+        finally:
+            if not saved:  # failed or interrupted: not left PENDING
+                with contextlib.suppress(*_tracking_errors()):
+                    client.finalize_logged_model(logged_model.model_id, "FAILED")
+        client.finalize_logged_model(logged_model.model_id, "READY")
+        model_uri = f"models:/{logged_model.model_id}"
+        logged: dict[str, Any] = {"model_uri": model_uri}
+        if self.spec.registered_model_name:
+            version = self._register(client, logged_model.model_id)
+            logged.update(model_version=version,
                           registered_model_name=self.spec.registered_model_name)
             if self.spec.model_alias:
                 client.set_registered_model_alias(self.spec.registered_model_name,
-                                                  self.spec.model_alias, str(version))
+                                                  self.spec.model_alias, version)
                 logged["model_alias"] = self.spec.model_alias
             client.set_tag(self.run_id, "orchestrator.model_version",
                            f"{self.spec.registered_model_name}/{version}")
-        logger.info("MLflow: model logged to %s%s", info.model_uri,
-                    f" (registered {self.spec.registered_model_name} v{version})"
-                    if logged.get("model_version") else "")
+        logger.info("MLflow: model logged to %s (runs:/%s/%s)%s", model_uri, self.run_id,
+                    MODEL_NAME, f" (registered {self.spec.registered_model_name} "
+                    f"v{logged['model_version']})" if logged.get("model_version") else "")
         return logged
+
+    def _create_logged_model(self, client):
+        """A PENDING LoggedModel named ``model`` in this run's experiment, linked to the run.
+
+        The experiment is the run's, explicitly: ``runs:/<run_id>/model`` is
+        resolved by searching the run's experiment for a model of that name
+        whose source run is this one. Like ``log_model``, the model carries the
+        run's params (already redacted) and is recorded as the run's output.
+        """
+        from mlflow.entities import LoggedModelOutput
+
+        params = client.get_run(self.run_id).data.params
+        logged_model = client.create_logged_model(
+            experiment_id=self.experiment_id, name=MODEL_NAME, source_run_id=self.run_id,
+            params={key: str(value) for key, value in params.items()})
+        client.log_outputs(self.run_id, [LoggedModelOutput(logged_model.model_id, step=0)])
+        return logged_model
+
+    def _register(self, client, model_id: str) -> str:
+        """Register ``models:/<model_id>`` as a new version; wait until it is READY."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import (
+            ALREADY_EXISTS,
+            RESOURCE_ALREADY_EXISTS,
+            ErrorCode,
+        )
+
+        name = self.spec.registered_model_name
+        try:
+            client.create_registered_model(name)
+        except MlflowException as exc:
+            # Existing already (an earlier run, or a concurrent job): add a version to it.
+            if exc.error_code not in (ErrorCode.Name(RESOURCE_ALREADY_EXISTS),
+                                      ErrorCode.Name(ALREADY_EXISTS)):
+                raise
+        version = client.create_model_version(
+            name, source=f"models:/{model_id}", run_id=self.run_id, model_id=model_id,
+            await_creation_for=max(1, math.ceil(self.spec.timeout_s)))
+        return str(version.version)
 
     # -- ending
 
@@ -951,7 +1010,10 @@ def start_tracking(spec: MLflowSpec, *, resolved_config: Mapping[str, Any]) -> T
         experiment_id = _experiment_id(client, spec.experiment_name)
         tags = {**redact(dict(spec.tags)), "orchestrator.version": _library_versions()[
             "lib.orchestrator"]}
-        run = client.create_run(experiment_id, run_name=spec.run_name, tags=tags)
+        # The run name is shown everywhere (UI, search, emails): redacted like params and
+        # tags. Experiment and registered model names are identifiers and are not altered.
+        run = client.create_run(experiment_id, run_name=redact_text(spec.run_name),
+                                tags=tags)
         run_id = run.info.run_id
         tracker = Tracker(spec, tracking_uri=tracking_uri, run_id=run_id,
                           experiment_id=experiment_id, restore_env=restore_env,
@@ -1148,7 +1210,8 @@ def child_run(parent: Tracker | RunContext | None, name: str, *,
     child = ChildRun(_context=context)
     try:
         run = MlflowClient(tracking_uri=context.tracking_uri).create_run(
-            context.experiment_id, run_name=name, tags={MLFLOW_PARENT_RUN_ID: context.run_id})
+            context.experiment_id, run_name=redact_text(name),
+            tags={MLFLOW_PARENT_RUN_ID: context.run_id})
         child.run_id = run.info.run_id
     except _tracking_errors() as exc:
         logger.warning("MLflow: child run %r of %s not created (%s); continuing without it",

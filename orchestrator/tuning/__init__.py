@@ -386,7 +386,9 @@ class _TrialMonitor:
     def hyperopt_early_stop_fn(self, trials, *args):
         from hyperopt import base
 
-        done = [t for t in list(trials._dynamic_trials) if t["state"] == base.JOB_STATE_DONE]
+        # A trial whose objective raised is JOB_STATE_ERROR (result {"status": "fail", ...}).
+        done = [t for t in list(trials._dynamic_trials)
+                if t["state"] in (base.JOB_STATE_DONE, base.JOB_STATE_ERROR)]
         done.sort(key=lambda t: (t["refresh_time"], t["tid"]))
         completed = [(t["result"].get("status"), t["result"].get("score")) for t in done]
         return self.update(completed), args
