@@ -25,7 +25,8 @@ dbutils.widgets.text("output_dir", "", "Output directory (blank: the config's)")
 
 spark = get_spark("orchestrator-notebook")
 results = train_from_config(dbutils.widgets.get("config"), spark=spark,
-                            output_dir=dbutils.widgets.get("output_dir") or None)
+                            output_dir=dbutils.widgets.get("output_dir") or None,
+                            dbutils=dbutils)
 
 # COMMAND ----------
 

@@ -18,6 +18,15 @@ __all__ = [
     "MissingColumnError",
     "DataTooLargeError",
     "StepError",
+    "TuningError",
+    "NoEvaluatedTrialsError",
+    "ScoringError",
+    "ModelNotFoundError",
+    "SchemaMismatchError",
+    "TrackingError",
+    "TrackingUnavailableError",
+    "ModelLoggingError",
+    "CalibrationError",
     "did_you_mean",
 ]
 
@@ -91,3 +100,70 @@ class DataTooLargeError(DataError):
 
 class StepError(OrchestratorError):
     """A required workflow step failed; the cause is chained."""
+
+
+# ---- errors of the workflow's steps and edges (defined here so every one is in one family)
+
+
+class TuningError(OrchestratorError):
+    """Tuning could not run, or no trial succeeded.
+
+    Attributes
+    ----------
+    summary : dict or None
+        The tuning summary so far (trials and their errors), when trials ran.
+    """
+
+    def __init__(self, message: str, *, summary: dict | None = None):
+        super().__init__(message)
+        self.summary = summary
+
+
+class NoEvaluatedTrialsError(OrchestratorError):
+    """``fmin(..., return_argmin=True)`` ended without one evaluated trial (all failed or cancelled).
+
+    hyperopt's ``fmin`` raises a plain ``Exception`` with the same message in
+    this case; this subclass of it keeps that message, so code written for
+    stock ``SparkTrials`` catches it unchanged.
+    """
+
+
+class ScoringError(OrchestratorError):
+    """Scoring could not run or its write failed; nothing was written."""
+
+
+class ModelNotFoundError(ScoringError):
+    """The model URI, registered model, version or alias does not exist."""
+
+
+class SchemaMismatchError(DataError, ScoringError):
+    """Input columns whose types cannot be safely cast to the model signature's."""
+
+    def __init__(self, mismatches: Sequence[tuple[str, str, str]], *, where: str):
+        lines = [f"  - {name}: the model expects {expected}, the table has {actual}"
+                 for name, expected, actual in mismatches]
+        super().__init__(
+            f"{where}: {len(lines)} column type{'s' if len(lines) != 1 else ''} do not match "
+            "the model signature (only lossless casts are applied):\n" + "\n".join(lines)
+            + "\nCast the columns in the table, or score with a model trained on these types.")
+        self.mismatches = list(mismatches)
+
+
+class TrackingError(OrchestratorError):
+    """Logging to MLflow failed; the cause is chained."""
+
+
+class TrackingUnavailableError(TrackingError):
+    """The tracking server cannot be reached or did not answer within the timeout."""
+
+
+class ModelLoggingError(TrackingError):
+    """The model could not be logged safely (untrusted types, missing signature)."""
+
+
+class CalibrationError(OrchestratorError, ValueError):
+    """Calibration cannot run on this model or data (the cause, if any, is chained).
+
+    A ``ValueError`` too, as scikit-learn raises for bad input, so that
+    ``except ValueError`` and scikit-learn's own checks treat it as one.
+    """

@@ -1,16 +1,19 @@
-"""Diagnostic plots written as PNG files.
+"""Every plot the package draws, as PNG files, with one figure convention.
 
 matplotlib is imported inside the functions and drawn with the Agg canvas on a
-bare :class:`~matplotlib.figure.Figure`: no pyplot state and no global backend
-switch, so plotting works headless (spark-submit, CI) and leaves a notebook's
-backend alone.
+bare :class:`~matplotlib.figure.Figure` (:func:`_figure`, :func:`_save`): no
+pyplot state and no global backend switch, so plotting works headless
+(spark-submit, CI), from threads, and leaves a notebook's backend alone. The
+functions take plain values (arrays, curves, trial lists); choosing what to
+plot for a run is :mod:`orchestrator.tracking.plots`' job.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,7 +22,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["plot_reliability_diagram"]
+_DPI = 110
+_TOP_FEATURES = 20
+
+__all__ = ["plot_classification_curves", "plot_feature_importance", "plot_reliability_diagram",
+           "plot_residuals", "plot_tuning_history"]
 
 
 def plot_reliability_diagram(before: ReliabilityCurve | None, after: ReliabilityCurve | None,
@@ -60,9 +67,6 @@ def plot_reliability_diagram(before: ReliabilityCurve | None, after: Reliability
     >>> plot_reliability_diagram(None, curve, "reliability.png")  # doctest: +SKIP
     PosixPath('reliability.png')
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     curves = [(c, label, style) for c, label, style in (
         (before, before_label, {"color": "tab:red", "marker": "o", "linestyle": "--"}),
         (after, after_label, {"color": "tab:blue", "marker": "s", "linestyle": "-"}),
@@ -71,8 +75,7 @@ def plot_reliability_diagram(before: ReliabilityCurve | None, after: Reliability
         raise ValueError("nothing to plot: both reliability curves are None.")
     path = Path(path)
 
-    figure = Figure(figsize=(7, 8), dpi=110, layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = _figure(7, 8, axes=False)
     grid = figure.add_gridspec(2, 1, height_ratios=(3, 1))
     top = figure.add_subplot(grid[0])
     bottom = figure.add_subplot(grid[1], sharex=top)
@@ -93,7 +96,7 @@ def plot_reliability_diagram(before: ReliabilityCurve | None, after: Reliability
     bottom.set(xlabel=x_label, ylabel="rows per bin")
     bottom.set_xticks(np.linspace(0, 1, 6))
     bottom.grid(True, alpha=0.3)
-    figure.savefig(path, format="png")
+    _save(figure, path)
     logger.info("reliability diagram written to %s", path)
     return path
 
@@ -121,9 +124,6 @@ def plot_tuning_history(trials: list[dict], path: str | Path, *, metric: str,
     ValueError
         If no trial has a score.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     scored = [t for t in trials if t.get("score") is not None]
     if not scored:
         raise ValueError("nothing to plot: no trial has a score.")
@@ -131,9 +131,7 @@ def plot_tuning_history(trials: list[dict], path: str | Path, *, metric: str,
     scores = np.asarray([float(t["score"]) for t in scored])
     failed = sum(1 for t in trials if t.get("score") is None)
 
-    figure = Figure(figsize=(8, 4.5), dpi=110, layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
+    figure, axes = _figure(8, 4.5)
     axes.scatter(order, scores, color="tab:blue", s=28, label="trial score", zorder=3)
     axes.step(order, np.maximum.accumulate(scores), where="post", color="tab:orange",
               linewidth=2, label="best so far")
@@ -144,6 +142,114 @@ def plot_tuning_history(trials: list[dict], path: str | Path, *, metric: str,
              title=f"{title} ({len(scored)} scored" + (f", {failed} failed)" if failed else ")"))
     axes.grid(True, alpha=0.3)
     axes.legend(loc="best", fontsize=9)  # never over a trial's point
-    figure.savefig(path, format="png")
+    _save(figure, path)
     logger.info("tuning history written to %s", path)
+    return Path(path)
+
+
+_DPI = 110
+
+
+_TOP_FEATURES = 20
+
+
+def _figure(width: float = 6.4, height: float = 5.0, *, axes: bool = True):
+    """A bare Agg figure (no pyplot state) and, by default, one axes on it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return (figure, figure.add_subplot()) if axes else figure
+
+
+def _save(figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
     return path
+
+
+def plot_classification_curves(evaluation: Mapping[str, Any], pos_label: Any,
+                               output_dir: Path) -> list[Path]:
+    """ROC and precision-recall curves (binary, with probabilities) and the confusion matrix.
+
+    ``evaluation`` holds ``y_true``, ``y_pred``, optionally ``y_proba`` and
+    ``classes``, and ``description`` (which rows these are).
+    """
+    from sklearn.metrics import (
+        ConfusionMatrixDisplay,
+        PrecisionRecallDisplay,
+        RocCurveDisplay,
+    )
+
+    y_true = np.asarray(evaluation["y_true"])
+    y_pred = np.asarray(evaluation["y_pred"])
+    classes = list(evaluation.get("classes") or np.unique(np.concatenate([y_true, y_pred])))
+    description = evaluation["description"]
+    paths = []
+    proba = evaluation.get("y_proba")
+    if proba is not None and len(classes) == 2:
+        proba = np.asarray(proba)
+        positive = pos_label if pos_label in classes else classes[1]
+        score = proba[:, classes.index(positive)] if proba.ndim == 2 else proba
+
+        for display, title, filename in (
+                (RocCurveDisplay, "ROC curve", "roc_curve.png"),
+                (PrecisionRecallDisplay, "Precision-recall curve", "precision_recall_curve.png")):
+            figure, ax = _figure()
+            display.from_predictions(y_true, score, pos_label=positive, ax=ax, name="model",
+                                     plot_chance_level=True)
+            ax.set_title(f"{title} (positive class: {positive})\n{description}")
+            ax.grid(alpha=0.3)
+            paths.append(_save(figure, output_dir / filename))
+
+    size = max(5.0, 0.55 * len(classes) + 3)
+    figure, ax = _figure(size, size * 0.85)
+    ConfusionMatrixDisplay.from_predictions(y_true, y_pred, labels=classes, ax=ax,
+                                            colorbar=False, cmap="Blues", values_format="d",
+                                            xticks_rotation=45 if len(classes) > 6 else
+                                            "horizontal")
+    ax.set_title(f"Confusion matrix (counts)\n{description}")
+    paths.append(_save(figure, output_dir / "confusion_matrix.png"))
+    return paths
+
+
+def plot_residuals(evaluation: Mapping[str, Any], path: Path) -> Path:
+    """Actual vs predicted and residuals vs predicted, side by side (regression)."""
+    from sklearn.metrics import PredictionErrorDisplay
+
+    y_true = np.asarray(evaluation["y_true"], dtype=float)
+    y_pred = np.asarray(evaluation["y_pred"], dtype=float)
+    figure = _figure(11, 4.8, axes=False)
+    left, right = figure.subplots(1, 2)
+    PredictionErrorDisplay.from_predictions(y_true, y_pred, kind="actual_vs_predicted",
+                                            ax=left, random_state=0)
+    left.set_title("Actual vs predicted")
+    PredictionErrorDisplay.from_predictions(y_true, y_pred, kind="residual_vs_predicted",
+                                            ax=right, random_state=0)
+    right.set_title("Residuals (actual - predicted)")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    figure.suptitle(evaluation["description"])
+    return _save(figure, path)
+
+
+def plot_feature_importance(names: np.ndarray, values: np.ndarray, label: str,
+                            path: Path) -> Path:
+    """Horizontal bars of the largest importances (top 20), labelled with what they measure."""
+    order = np.argsort(values)[::-1][:_TOP_FEATURES][::-1]
+    shown = [str(n) for n in names[order]]
+    # ColumnTransformer prefixes ("numeric_0__age") say which spec made the column; keep them
+    # but cut very long names so the bars keep their room.
+    shown = [n if len(n) <= 45 else n[:42] + "..." for n in shown]
+    figure, ax = _figure(7.5, max(3.0, 0.32 * len(order) + 1.5))
+    ax.barh(range(len(order)), values[order], color="#3b75af")
+    ax.set_yticks(range(len(order)), shown)
+    ax.set_xlabel(label)
+    title = "Feature importance"
+    if len(values) > _TOP_FEATURES:
+        title += f" (top {_TOP_FEATURES} of {len(values)})"
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(figure, path)

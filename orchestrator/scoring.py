@@ -52,7 +52,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from orchestrator.errors import DataError, MissingColumnError, MissingTableError, OrchestratorError
+from orchestrator.errors import (
+    DataError,
+    MissingColumnError,
+    MissingTableError,
+    ModelNotFoundError,
+    SchemaMismatchError,
+    ScoringError,
+)
 from orchestrator.io.delta import (
     column,
     latest_version,
@@ -102,27 +109,6 @@ _SAFE_CASTS = {
 _SPARK_TARGET = {"long": "bigint", "integer": "int", "double": "double", "float": "float",
                  "string": "string", "boolean": "boolean", "datetime": "timestamp",
                  "binary": "binary"}
-
-
-class ScoringError(OrchestratorError):
-    """Scoring could not run or its write failed; nothing was written."""
-
-
-class ModelNotFoundError(ScoringError):
-    """The model URI, registered model, version or alias does not exist."""
-
-
-class SchemaMismatchError(DataError, ScoringError):
-    """Input columns whose types cannot be safely cast to the model signature's."""
-
-    def __init__(self, mismatches: Sequence[tuple[str, str, str]], *, where: str):
-        lines = [f"  - {name}: the model expects {expected}, the table has {actual}"
-                 for name, expected, actual in mismatches]
-        super().__init__(
-            f"{where}: {len(lines)} column type{'s' if len(lines) != 1 else ''} do not match "
-            "the model signature (only lossless casts are applied):\n" + "\n".join(lines)
-            + "\nCast the columns in the table, or score with a model trained on these types.")
-        self.mismatches = list(mismatches)
 
 
 @dataclass(frozen=True)
@@ -334,7 +320,7 @@ def load_scoring_model(uri: str, *, workdir: str | None = None) -> ScoringModel:
     return ScoringModel(uri=uri, pinned_uri=pinned, name=name, version=version,
                         run_id=meta.run_id, local_path=local, input_columns=inputs,
                         label_type=label_type,
-                        classes=tuple(_plain(c) for c in classes) if classes is not None else None,
+                        classes=tuple(_python_scalar(c) for c in classes) if classes is not None else None,
                         proba_path=proba_path)
 
 
@@ -377,7 +363,7 @@ def _proba_copy(local: str, target: str) -> str:
     return target
 
 
-def _plain(value: Any) -> Any:
+def _python_scalar(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
@@ -443,7 +429,6 @@ def scoring_app_id(input_location: str, pinned_model_uri: str) -> str:
     return f"orchestrator-score-{digest}"
 
 
-
 def _open_delta(spark, ref: TableSource, *, what: str):
     """The DeltaTable at ``ref``, or None when nothing is there."""
     from delta.tables import DeltaTable
@@ -459,7 +444,6 @@ def _open_delta(spark, ref: TableSource, *, what: str):
     except spark_errors() as exc:
         raise DataError(f"{what} {ref.location!r}: cannot open it as a Delta table: "
                         f"{spark_error_message(exc)}") from exc
-
 
 
 # ----------------------------------------------------------------------------- scoring

@@ -319,10 +319,15 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: Workflo
             ok, outcome = _degrade("tuning", results, lambda: tune(
                 pipeline, X, y, specs.tuning, model_spec=specs.model,
                 scoring=tuning_metric, spark=_active_spark(spark),
-                mlflow_parent_run_id=tracker.run_id if tracker else None))
+                ))
             if ok:
                 pipeline.set_params(**outcome.best_params)
                 results.tuning_summary = outcome.summary
+                if tracker is not None:
+                    warning = tracker.log_trials(outcome.summary.get("trials") or [],
+                                                 metric=str(outcome.summary.get("metric")))
+                    if warning:
+                        results.warn("mlflow_logging", warning)
                 _plot_tuning_history(outcome.summary, output, results)
                 if specs.validation.strategy == "cross_validation":
                     results.validation_note = (

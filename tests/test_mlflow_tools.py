@@ -247,7 +247,7 @@ def test_run_and_child_run_names_are_redacted_in_a_local_store(tmp_path):
                               "run_name": RUN_NAME}, problems)
     assert spec is not None and not problems
     tracker = start_tracking(spec, resolved_config={})
-    with ensure_run_ends(tracker, handle_signals=False), \
+    with ensure_run_ends(tracker), \
             child_run(tracker, f"trial-1 password={SECRET_TOKEN}") as trial:
         pass
     client = MlflowClient(store)

@@ -87,8 +87,6 @@ def test_train_explore_and_score_notebooks_run_top_to_bottom(workspace, monkeypa
     import mlflow
     from deltalake import DeltaTable
 
-    from orchestrator.entrypoints import notebook_support
-
     previous = mlflow.get_tracking_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", workspace["store"])
     mlflow.set_tracking_uri(workspace["store"])
@@ -98,7 +96,7 @@ def test_train_explore_and_score_notebooks_run_top_to_bottom(workspace, monkeypa
         assert results["warnings"] == [], results["warnings"]
         run_id = results["mlflow_run_id"]
         assert results["mlflow_model"]["model_version"] == "1"
-        assert notebook_support._LOCAL.jobs.taskValues.values["model_version"] == "1"
+        assert trained["dbutils"].jobs.taskValues.values["model_version"] == "1"
 
         explored = _run_notebook("explore_run.py", {"run_id": "", "experiment": "notebook-test",
                                                     "tracking_uri": workspace["store"]},

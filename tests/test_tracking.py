@@ -374,10 +374,11 @@ def test_run_status_when_the_workflow_raises(sqlite_uri, raised, status):
     environ_before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI",
                                                      "MLFLOW_HTTP_REQUEST_TIMEOUT")}
     tracker = start_tracking(_spec(sqlite_uri), resolved_config={})
-    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "5"
     with pytest.raises(type(raised)):
         with ensure_run_ends(tracker):
-            assert signal.getsignal(signal.SIGTERM) is not before[signal.SIGTERM]
+            # Library code sets no signal handler, environment variable or global URI.
+            assert {s: signal.getsignal(s) for s in before} == before
+            assert {k: os.environ.get(k) for k in environ_before} == environ_before
             raise raised
     assert MlflowClient(sqlite_uri).get_run(tracker.run_id).info.status == status
     assert {s: signal.getsignal(s) for s in before} == before
@@ -390,12 +391,14 @@ def test_run_is_killed_on_sigterm(sqlite_uri, tmp_path):
     script = tmp_path / "job.py"
     script.write_text(textwrap.dedent(f"""
         import time
+        from orchestrator.entrypoints.process import termination_signals_raise
         from orchestrator.specs.mlflow import MLflowSpec
         from orchestrator.tracking import ensure_run_ends, start_tracking
 
         tracker = start_tracking(MLflowSpec(tracking_uri={sqlite_uri!r}, timeout_s=5),
                                  resolved_config={{"job": "sigterm"}})
-        with ensure_run_ends(tracker):
+        # The entry point turns SIGTERM into SystemExit(143); the library ends the run KILLED.
+        with termination_signals_raise(), ensure_run_ends(tracker):
             print(tracker.run_id, flush=True)
             time.sleep(120)
     """))
@@ -473,17 +476,23 @@ def test_unreachable_server_degrades_within_the_timeout(server):
     assert "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ
 
 
-def test_server_hanging_mid_run_fails_each_call_within_the_bound(fitted, tmp_path, caplog):
+def test_server_hanging_mid_run_fails_each_call_within_the_bound(fitted, tmp_path, caplog,
+                                                                 monkeypatch):
     """After a good start, a server that stops answering costs seconds, not minutes."""
-    from orchestrator.tracking import Tracker, TrackingError, _bounded_http_env, _set_env
+    from orchestrator.entrypoints.process import bound_mlflow_requests
+    from orchestrator.tracking import Tracker, TrackingError, bounded_http_env
 
     pipeline, X, y = fitted
     timeout = 1.0
+    for name in bounded_http_env(timeout):
+        monkeypatch.delenv(name, raising=False)
     with silent_server() as uri:
-        restore = _set_env(_bounded_http_env(timeout))
+        # What the CLI does for a job with an mlflow section (monkeypatch restores it).
+        bound_mlflow_requests(timeout)
+        for name in bounded_http_env(timeout):
+            monkeypatch.setenv(name, os.environ[name])
         tracker = Tracker(MLflowSpec(tracking_uri=uri, timeout_s=timeout), tracking_uri=uri,
-                          run_id="0" * 32, experiment_id="0", restore_env=restore,
-                          previous_tracking_uri=None)
+                          run_id="0" * 32, experiment_id="0")
         results = _results(pipeline, X, y, tmp_path)
         started = time.monotonic()
         with pytest.raises(TrackingError, match="logging results"):
@@ -496,7 +505,6 @@ def test_server_hanging_mid_run_fails_each_call_within_the_bound(fitted, tmp_pat
     bound = 2 * timeout + 1 + 3
     assert logging_took < bound and ending_took < bound, (logging_took, ending_took)
     assert "could not mark run" in caplog.text
-    assert "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ
 
 
 def test_regression_run_has_residuals_and_a_signature(sqlite_uri, fitted, tmp_path):

@@ -98,3 +98,59 @@ def test_a_failing_workflow_marks_the_run_failed(data, store, tmp_path):
     experiment = _client(store).get_experiment_by_name("failing")
     runs = _client(store).search_runs([experiment.experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_two_workflows_in_two_threads_track_to_their_own_stores(data, tmp_path):
+    """No process-global MLflow state: each run's params, metrics and model land in its store."""
+    import threading
+
+    import mlflow
+
+    X, y = data
+    stores = [f"sqlite:///{tmp_path / f'store_{i}.db'}" for i in range(2)]
+    results: dict[int, object] = {}
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait()
+            results[index] = run_ml_workflow(
+                FEATURES, {"estimator": "logistic_regression",
+                           "params": {"C": [0.5, 2.0][index], "max_iter": 500}},
+                X=X, y=y, validation_params={"cv_folds": 3},
+                mlflow_spec={"tracking_uri": stores[index], "experiment_name": f"thread-{index}",
+                             "registered_model_name": f"thread_model_{index}"},
+                output_dir=tmp_path / f"out_{index}")
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread below
+            errors.append(exc)
+
+    uri_before = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert (mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None) == uri_before
+    for index, store in enumerate(stores):
+        outcome = results[index]
+        assert not outcome.warnings, outcome.warnings
+        client = _client(store)
+        run = client.get_run(outcome.mlflow_run_id)
+        assert run.data.params["model.params.C"] == str([0.5, 2.0][index])
+        assert run.data.metrics["roc_auc"] == pytest.approx(outcome.cv_score)
+        # Only this thread's run and model are in this store.
+        experiments = [e.name for e in client.search_experiments()]
+        assert f"thread-{index}" in experiments and f"thread-{1 - index}" not in experiments
+        versions = client.search_model_versions()
+        assert [(v.name, v.run_id) for v in versions] == [
+            (f"thread_model_{index}", outcome.mlflow_run_id)]
+        model_id = outcome.mlflow_model["model_uri"].split("/")[-1]
+        logged = client.get_logged_model(model_id)
+        assert (logged.source_run_id, logged.experiment_id) == (outcome.mlflow_run_id,
+                                                                run.info.experiment_id)
+        assert client.list_logged_model_artifacts(model_id)
+        other = results[1 - index]
+        with pytest.raises(mlflow.exceptions.MlflowException):
+            client.get_run(other.mlflow_run_id)

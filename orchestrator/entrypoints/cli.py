@@ -194,8 +194,11 @@ def command_demo_data(output: str, *, customers: int, seed: int, master: str | N
 
 def _guarded(action) -> int:
     """Run a command; user mistakes become one clear message and an exit code."""
+    from orchestrator.entrypoints.process import termination_signals_raise
+
     try:
-        return action()
+        with termination_signals_raise():
+            return action()
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_SPEC

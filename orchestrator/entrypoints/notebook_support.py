@@ -91,9 +91,6 @@ class LocalDbutils:
         self.jobs = _LocalJobs()
 
 
-_LOCAL: LocalDbutils | None = None
-
-
 def notebook_dbutils(namespace: MutableMapping[str, Any] | None = None):
     """Databricks' ``dbutils`` when the notebook has one, else a :class:`LocalDbutils`.
 
@@ -109,14 +106,10 @@ def notebook_dbutils(namespace: MutableMapping[str, Any] | None = None):
     >>> dbutils.widgets.get("config") in ("conf/demo.yml", os.environ.get("ORCHESTRATOR_WIDGET_CONFIG"))
     True
     """
-    global _LOCAL
     if namespace is not None and namespace.get("dbutils") is not None:
         return namespace["dbutils"]
     real = _databricks_dbutils()
-    if real is not None:
-        return real
-    _LOCAL = LocalDbutils()
-    return _LOCAL
+    return real if real is not None else LocalDbutils()
 
 
 def _databricks_dbutils():
@@ -131,20 +124,20 @@ def _databricks_dbutils():
     return dbutils
 
 
-def set_task_value(key: str, value: Any) -> None:
+def set_task_value(key: str, value: Any, *, dbutils: Any = None) -> None:
     """Publish a job task value (``dbutils.jobs.taskValues.set``) for later tasks.
 
     On Databricks this is what ``{{tasks.<task>.values.<key>}}`` reads in a
-    later task's parameters; elsewhere the value is logged and kept by the
-    local stand-in.
+    later task's parameters. ``dbutils`` is the notebook's (or a
+    :class:`LocalDbutils`); without one, Databricks' own, else the value is
+    only logged.
     """
     if value is None:
         return
-    dbutils = _databricks_dbutils()
+    dbutils = dbutils if dbutils is not None else _databricks_dbutils()
     if dbutils is None:
-        global _LOCAL
-        _LOCAL = _LOCAL or LocalDbutils()
-        dbutils = _LOCAL
+        logger.info("task value %s = %r (not on Databricks: not published)", key, value)
+        return
     dbutils.jobs.taskValues.set(key, value)
 
 
@@ -165,11 +158,12 @@ def training_task_values(results: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def train_from_config(config_path: str, *, spark=None, output_dir: str | None = None,
-                      publish: bool = True) -> dict:
+                      publish: bool = True, dbutils: Any = None):
     """Validate and run the workflow a job config describes; return its results.
 
     The notebook and the CLI (``orchestrator run``) do the same thing. When
-    ``publish`` is true, :func:`training_task_values` are set as task values.
+    ``publish`` is true, :func:`training_task_values` are set as task values
+    through ``dbutils`` (the notebook's; Databricks' own when None).
 
     Parameters
     ----------
@@ -194,7 +188,7 @@ def train_from_config(config_path: str, *, spark=None, output_dir: str | None = 
     results = run_config(config_path, spark=spark, output_dir=output_dir)
     if publish:
         for key, value in training_task_values(results).items():
-            set_task_value(key, value)
+            set_task_value(key, value, dbutils=dbutils)
     return results
 
 

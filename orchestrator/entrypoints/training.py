@@ -41,7 +41,11 @@ def run_config(config_path: str, *, spark: Any = None, master: str | None = None
     from orchestrator.workflow import run_ml_workflow
 
     config = load_config(config_path)
-    validate_config(config)  # every spec problem before Spark starts
+    specs = validate_config(config)  # every spec problem before Spark starts
+    if specs.mlflow is not None:
+        from orchestrator.entrypoints.process import bound_mlflow_requests
+
+        bound_mlflow_requests(specs.mlflow.timeout_s)
     if spark is None and (config.needs_spark() or config.resolved.get("tuning")):
         from orchestrator.io.session import get_spark
 

@@ -49,10 +49,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone, is_classifier
+from sklearn.base import (
+    BaseEstimator,
+    ClassifierMixin,
+    MetaEstimatorMixin,
+    clone,
+    is_classifier,
+)
 from sklearn.utils.validation import check_is_fitted
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import (
+    CalibrationError,
+)
 from orchestrator.specs.calibration import HOLDOUT, METHODS, CalibrationSpec
 
 logger = logging.getLogger(__name__)
@@ -88,14 +96,6 @@ ECE_DEFINITION = (
     "(binary) or of the top class (multiclass); ECE = sum over bins of "
     "(rows in bin / rows) * |observed frequency - mean predicted probability|"
 )
-
-
-class CalibrationError(OrchestratorError, ValueError):
-    """Calibration cannot run on this model or data (the cause, if any, is chained).
-
-    A ``ValueError`` too, as scikit-learn raises for bad input, so that
-    ``except ValueError`` and scikit-learn's own checks treat it as one.
-    """
 
 
 # ---------------------------------------------------------------- pure decision helpers
@@ -345,7 +345,7 @@ def calibration_target(proba: np.ndarray, y: Any, classes: Sequence[Any]
     y = np.asarray(y)
     classes = np.asarray(classes)
     if len(classes) == 2:
-        positive = _plain(classes[1])
+        positive = _json_scalar(classes[1])
         return proba[:, 1], (y == classes[1]), f"predicted probability of class {positive!r}"
     top = np.argmax(proba, axis=1)
     return proba.max(axis=1), (classes[top] == y), "predicted probability of the top class"
@@ -779,7 +779,7 @@ def calibrate(pipeline, X, y, spec: CalibrationSpec, *, output_dir: str | Path,
         "holdout_fraction": spec.holdout_fraction if spec.uses_holdout else None,
         "ensemble": ensemble,
         "calibration_rows_per_class": rows_per_class,
-        "classes": [_plain(c) for c in classes.tolist()],
+        "classes": [_json_scalar(c) for c in classes.tolist()],
         "rows": {
             "training": n_rows,
             "diagnostic": int(len(np.asarray(y_diag))),
@@ -807,7 +807,7 @@ def _curve_label(name: str, metrics: Mapping[str, float] | None) -> str:
     return f"{name}: Brier {metrics['brier']:.3f}, ECE {metrics['ece']:.3f}"
 
 
-def _plain(value: Any) -> Any:
+def _json_scalar(value: Any) -> Any:
     """numpy scalars -> Python scalars, so the summary serialises to JSON."""
     item = getattr(value, "item", None)
     result = item() if callable(item) else value

@@ -41,14 +41,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.errors import OrchestratorError, did_you_mean
+from orchestrator.cluster.worker import STATUS_FAIL, STATUS_OK
+from orchestrator.errors import (
+    OrchestratorError,
+    TuningError,
+    did_you_mean,
+)
 from orchestrator.specs.tuning import (
     Distribution,
     TuningSpec,
     pipeline_param_name,
     plain_param_name,
 )
-from orchestrator.cluster.worker import STATUS_FAIL, STATUS_OK
 
 logger = logging.getLogger(__name__)
 
@@ -69,20 +73,6 @@ STOP_EARLY = "early stopping"
 STOP_TIMEOUT = "timeout"
 
 
-class TuningError(OrchestratorError):
-    """Tuning could not run, or no trial succeeded.
-
-    Attributes
-    ----------
-    summary : dict or None
-        The tuning summary so far (trials and their errors), when trials ran.
-    """
-
-    def __init__(self, message: str, *, summary: dict | None = None):
-        super().__init__(message)
-        self.summary = summary
-
-
 @dataclass(frozen=True)
 class TuningOutcome:
     """What tuning found.
@@ -97,14 +87,12 @@ class TuningOutcome:
         backend, backend_reason, algo, metric, best_params (plain names), best_score,
         trials_run / trials_ok / trials_failed / trials_cancelled, stop_reason,
         wall_time_s, parallelism, and ``trials``: each trial's number, status, params,
-        score, duration_s (the objective's own time), wall_s and error.
-    ok : bool
-        True when a best trial was found (always, since failure raises :class:`TuningError`).
+        score, duration_s (the objective's own time), wall_s, error, start_ms and end_ms.
+        Tuning that finds nothing raises :class:`TuningError` instead of returning.
     """
 
     best_params: dict
     summary: dict
-    ok: bool = True
 
 
 @dataclass(frozen=True)
@@ -121,8 +109,6 @@ class TuningProgress:
 
 
 # ---------------------------------------------------------------- Spark configuration
-
-
 
 
 # ---------------------------------------------------------------- backend choice
@@ -469,8 +455,6 @@ def tune(pipeline, X, y, spec: TuningSpec, *, model_spec, scoring, spark=None,
     stop_reason = _stop_reason(spec, records, monitor, cancelled_reason, wall)
     summary = _summarize(records, backend=backend, why=why, spec=spec, metric=metric_name,
                          stop_reason=stop_reason, wall=wall, parallelism=parallelism)
-    if mlflow_parent_run_id:
-        _log_trials_to_mlflow(mlflow_parent_run_id, records, metric_name, summary)
     ok = [r for r in records if r["status"] == STATUS_OK]
     if not ok:
         errors = sorted({r["error"] for r in records if r.get("error")})
@@ -480,7 +464,7 @@ def tune(pipeline, X, y, spec: TuningSpec, *, model_spec, scoring, spark=None,
     best = max(ok, key=lambda r: r["score"])
     logger.info("Tuning done in %.1f s: best %s %.4f with %s (%s)", wall, metric_name,
                 best["score"], summary["best_params"], stop_reason)
-    return TuningOutcome(best_params=dict(best["pipeline_params"]), summary=summary, ok=True)
+    return TuningOutcome(best_params=dict(best["pipeline_params"]), summary=summary)
 
 
 def _check_pipeline_params(pipeline, spec: TuningSpec) -> None:
@@ -903,7 +887,7 @@ def _summarize(records, *, backend, why, spec, metric, stop_reason, wall, parall
         "algo": spec.algo,
         "metric": metric,
         "parallelism": parallelism,
-        "best_params": _plain(best["pipeline_params"]) if best else None,
+        "best_params": _spec_param_names(best["pipeline_params"]) if best else None,
         "best_score": best["score"] if best else None,
         "trials_run": len(records),
         "trials_ok": len(ok),
@@ -912,42 +896,14 @@ def _summarize(records, *, backend, why, spec, metric, stop_reason, wall, parall
         "stop_reason": stop_reason,
         "wall_time_s": round(wall, 3),
         "trials": [{"number": r["number"], "status": r["status"],
-                    "params": _plain(r["pipeline_params"]), "score": r["score"],
-                    "duration_s": r["duration_s"], "wall_s": r["wall_s"], "error": r["error"]}
+                    "params": _spec_param_names(r["pipeline_params"]), "score": r["score"],
+                    "duration_s": r["duration_s"], "wall_s": r["wall_s"], "error": r["error"],
+                    "start_ms": r["start_ms"], "end_ms": r["end_ms"]}
                    for r in records],
     }
 
 
-def _plain(params: Mapping[str, Any]) -> dict:
+def _spec_param_names(params: Mapping[str, Any]) -> dict:
+    """Pipeline parameter names (model__C) as the spec writes them (C)."""
     return {plain_param_name(name): value for name, value in params.items()}
 
-
-def _log_trials_to_mlflow(parent_run_id: str, records, metric: str, summary: dict) -> None:
-    """Log each trial as a child run of ``parent_run_id`` (after the search, from the driver)."""
-    from mlflow.entities import Metric, Param
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
-    statuses = {STATUS_OK: "FINISHED", STATUS_FAIL: "FAILED", "cancelled": "KILLED"}
-    try:
-        experiment_id = client.get_run(parent_run_id).info.experiment_id
-        for record in records:
-            run = client.create_run(experiment_id, start_time=record["start_ms"], tags={
-                "mlflow.parentRunId": parent_run_id,
-                "mlflow.runName": f"tuning_trial_{record['number']:03d}",
-                "tuning.status": record["status"]})
-            params = [Param(k, str(v)[:6000]) for k, v in _plain(record["pipeline_params"]).items()]
-            stamp = record["end_ms"] or int(time.time() * 1000)
-            metrics = [Metric(name, float(value), stamp, 0) for name, value in (
-                (metric, record["score"]), ("trial_duration_s", record["duration_s"]))
-                if value is not None]
-            client.log_batch(run.info.run_id, metrics=metrics, params=params)
-            if record.get("error"):
-                client.set_tag(run.info.run_id, "tuning.error", str(record["error"])[:5000])
-            client.set_terminated(run.info.run_id, status=statuses.get(record["status"],
-                                                                        "FAILED"),
-                                  end_time=record["end_ms"])
-    except MlflowException as exc:
-        logger.warning("Could not log tuning trials to MLflow run %s: %s", parent_run_id, exc)
-        summary["mlflow_warning"] = f"trials not logged to MLflow: {exc}"

@@ -66,7 +66,9 @@ from hyperopt.spark import logger as hyperopt_logger
 from hyperopt.utils import _get_random_id, coarse_utcnow
 
 from orchestrator.cluster.worker import STATUS_FAIL, run_trial_partition
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import (
+    NoEvaluatedTrialsError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,15 +76,6 @@ __all__ = ["BroadcastSparkTrials", "NoEvaluatedTrialsError"]
 
 #: The message of hyperopt.fmin's error when return_argmin finds no evaluated trial.
 NO_EVALUATED_TRIALS = "There are no evaluation tasks, cannot return argmin of task losses."
-
-
-class NoEvaluatedTrialsError(OrchestratorError):
-    """``fmin(..., return_argmin=True)`` ended without one evaluated trial (all failed or cancelled).
-
-    hyperopt's ``fmin`` raises a plain ``Exception`` with the same message in
-    this case; this subclass of it keeps that message, so code written for
-    stock ``SparkTrials`` catches it unchanged.
-    """
 
 
 class BroadcastSparkTrials(SparkTrials):

@@ -1,0 +1,58 @@
+"""Process-wide settings that only entry points may make: signal handling, MLflow's HTTP bounds.
+
+Library code never installs signal handlers or writes ``os.environ``; the
+command line, the train and score jobs and the notebook helpers call these.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator, Mapping
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["bound_mlflow_requests", "termination_signals_raise"]
+
+
+@contextlib.contextmanager
+def termination_signals_raise() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``SystemExit(143)`` (SIGINT stays ``KeyboardInterrupt``).
+
+    So a job stopped by its scheduler unwinds like an interrupted one: the
+    MLflow run ends KILLED, Spark jobs of the tuning step are cancelled and no
+    Delta commit is left half-made. Only in the main thread, and only when
+    SIGTERM still has its default handler; the previous handler is restored.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous not in (signal.SIG_DFL, None):
+        yield
+        return
+
+    def on_sigterm(signum, frame):
+        logger.warning("SIGTERM received; stopping")
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def bound_mlflow_requests(timeout_s: float, environ: Mapping[str, str] | None = None) -> None:
+    """Bound every MLflow HTTP request of this process (MLflow's defaults retry for minutes).
+
+    Settings the user exported are kept (``setdefault``).
+    """
+    from orchestrator.tracking.uri import bounded_http_env
+
+    target = os.environ if environ is None else environ
+    for name, value in bounded_http_env(timeout_s).items():
+        target.setdefault(name, value)
