@@ -133,7 +133,8 @@ def test_raising_objective_is_a_failed_trial_with_its_error_in_the_tuning_record
     from hyperopt import base, fmin, hp, rand
 
     from orchestrator.tuning.spark_trials import BroadcastSparkTrials
-    from orchestrator.tuning import _hyperopt_records, _TrialMonitor
+    from orchestrator.tuning.hyperopt_backend import _hyperopt_records
+    from orchestrator.tuning.objective import TrialMonitor
 
     def raise_for_negative(x):  # local, so pickled by value: workers cannot import tests/
         if x < 0:
@@ -158,6 +159,6 @@ def test_raising_objective_is_a_failed_trial_with_its_error_in_the_tuning_record
             assert record["error"] == f"RuntimeError: {x} is negative"
         else:
             assert (record["status"], record["error"]) == ("ok", None)
-    monitor = _TrialMonitor(rounds=None, max_evals=6, metric="loss", progress=None, started=0.0)
+    monitor = TrialMonitor(rounds=None, max_evals=6, metric="loss", progress=None, started=0.0)
     monitor.hyperopt_early_stop_fn(trials)
     assert monitor.seen == 6

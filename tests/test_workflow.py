@@ -308,3 +308,46 @@ def test_categories_survive_an_int_column_turning_float():
     fitted = CategoryToString().fit(pd.DataFrame({"c": [1, 2, 3]}))
     out = fitted.transform(pd.DataFrame({"c": [1.0, None, 3.0]}))
     assert out[0, 0] == "1" and out[2, 0] == "3" and pd.isna(out[1, 0])
+
+
+def test_metric_scorer_computes_only_its_metric_and_agrees_with_the_workflow_scorer(
+        monkeypatch):
+    """The tuning scorer gives the validation scorer's value without computing the others."""
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    from orchestrator.steps.metrics import MetricScorer, WorkflowScorer
+
+    X, y = make_classification(n_samples=200, random_state=0)
+    model = LogisticRegression().fit(X, y)
+    calls = []
+
+    class Counting(LogisticRegression):
+        def predict_proba(self, X):
+            calls.append("predict_proba")
+            return super().predict_proba(X)
+
+        def predict(self, X):
+            calls.append("predict")
+            return super().predict(X)
+
+    counting = Counting().fit(X, y)
+    everything = WorkflowScorer("binary", "roc_auc", pos_label=0)(model, X, y)
+    for metric in ("roc_auc", "f1", "neg_log_loss", "accuracy", "recall"):
+        calls.clear()
+        assert MetricScorer("binary", metric, pos_label=0)(counting, X, y) == pytest.approx(
+            everything[metric])
+        assert calls == ["predict_proba"]  # one prediction pass, nothing else
+    # Another metric's computation is never run for f1 (it would raise here).
+    import sklearn.metrics
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("log_loss computed for an f1 scorer")
+
+    monkeypatch.setattr(sklearn.metrics, "log_loss", refuse)
+    assert MetricScorer("binary", "f1", pos_label=0)(model, X, y) == pytest.approx(
+        everything["f1"])
+    monkeypatch.undo()
+    # A metric outside the standard set is scored by scikit-learn itself.
+    assert MetricScorer("binary", "jaccard", pos_label=1)(model, X, y) == pytest.approx(
+        WorkflowScorer("binary", "jaccard", pos_label=1)(model, X, y)["jaccard"])

@@ -6,7 +6,6 @@ import socket
 import time
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer
 

@@ -71,16 +71,12 @@ class WorkflowScorer:
         return names
 
     def __call__(self, estimator, X, y) -> dict[str, float]:
-        if self.kind == "regression":
-            scores = _regression_scores(np.asarray(estimator.predict(X), dtype=float),
-                                        np.asarray(y, dtype=float))
-        else:
-            scores = _classification_scores(estimator, X, np.asarray(y), self.kind,
-                                            self.pos_label)
-        if self.primary not in scores:
-            scorer = _scorer_with_pos_label(self.primary, self.pos_label if self.kind == "binary"
-                                            else None)
-            scores[self.primary] = float(scorer(estimator, X, y))
+        predictions = _Predictions(estimator, X, y, self.kind, self.pos_label)
+        scores = {}
+        for name in self.metric_names():
+            value = predictions.score(name, fallback=name == self.primary)
+            if value is not None:
+                scores[name] = value
         return scores
 
 
@@ -88,7 +84,8 @@ class MetricScorer:
     """``scorer(estimator, X, y) -> float`` for one metric, with the task's positive class.
 
     The tuning objective: unlike a bare scikit-learn scorer name, it scores
-    the positive class the model spec names.
+    the positive class the model spec names, and it gives exactly the value
+    :class:`WorkflowScorer` reports for the same metric, computing only that one.
     """
 
     def __init__(self, kind: str, metric: str, pos_label: Any = None):
@@ -98,7 +95,145 @@ class MetricScorer:
         self.__name__ = metric
 
     def __call__(self, estimator, X, y) -> float:
-        return WorkflowScorer(self.kind, self.metric, self.pos_label)(estimator, X, y)[self.metric]
+        return _Predictions(estimator, X, y, self.kind, self.pos_label).score(self.metric)
+
+
+class _Predictions:
+    """One model's predictions on one set of rows, made once and only when a metric needs them."""
+
+    def __init__(self, estimator, X, y, kind: str, pos_label: Any):
+        self.estimator, self.X, self.kind = estimator, X, kind
+        self.y = np.asarray(y, dtype=float) if kind == "regression" else np.asarray(y)
+        self.pos_label = pos_label
+        self._cache: dict[str, Any] = {}
+
+    def _get(self, key: str, compute):
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    @property
+    def classes(self) -> np.ndarray:
+        return self._get("classes", lambda: np.asarray(self.estimator.classes_))
+
+    @property
+    def proba(self):
+        return self._get("proba", lambda: self.estimator.predict_proba(self.X)
+                         if hasattr(self.estimator, "predict_proba") else None)
+
+    @property
+    def pred(self) -> np.ndarray:
+        def compute():
+            if self.kind == "regression":
+                return np.asarray(self.estimator.predict(self.X), dtype=float)
+            if self.proba is not None:
+                # Same rule as predict for probabilistic classifiers, without a second pass.
+                return self.classes[np.argmax(self.proba, axis=1)]
+            return self.estimator.predict(self.X)
+        return self._get("pred", compute)
+
+    @property
+    def positive_class(self):
+        return default_pos_label(self.classes, self.pos_label)
+
+    @property
+    def positive(self) -> np.ndarray:
+        return self.y == self.positive_class
+
+    @property
+    def positive_score(self) -> np.ndarray:
+        def compute():
+            index = list(self.classes).index(self.positive_class)
+            if self.proba is not None:
+                return self.proba[:, index]
+            decision = self.estimator.decision_function(self.X)
+            return decision if index == 1 else -decision
+        return self._get("positive_score", compute)
+
+    def score(self, name: str, *, fallback: bool = True) -> float | None:
+        """The metric ``name`` (greater is better), from these predictions.
+
+        Standard metrics of the task are computed here. Any other scikit-learn
+        scorer name, or a standard one these predictions cannot give (a
+        probability metric of a model without ``predict_proba``), is scored by
+        scikit-learn when ``fallback``, else None.
+        """
+        compute = _METRICS.get(self.kind, {}).get(name)
+        value = compute(self) if compute is not None else None
+        if value is not None:
+            return float(value)
+        if not fallback:
+            return None
+        scorer = _scorer_with_pos_label(name, self.pos_label if self.kind == "binary" else None)
+        return float(scorer(self.estimator, self.X, self.y))
+
+
+def _ranking(metric):
+    def compute(p: _Predictions):
+        if p.positive.all() or not p.positive.any():
+            return float("nan")
+        return metric(p.positive, p.positive_score)
+    return compute
+
+
+def _needs_proba(compute):
+    def guarded(p: _Predictions):
+        return None if p.proba is None else compute(p)
+    return guarded
+
+
+def _build_metrics() -> dict[str, dict[str, Any]]:
+    from sklearn import metrics as m
+
+    common = {
+        "accuracy": lambda p: m.accuracy_score(p.y, p.pred),
+        "balanced_accuracy": lambda p: m.balanced_accuracy_score(p.y, p.pred),
+    }
+    binary = {
+        **common,
+        "f1": lambda p: m.f1_score(p.y, p.pred, pos_label=p.positive_class, zero_division=0),
+        "precision": lambda p: m.precision_score(p.y, p.pred, pos_label=p.positive_class,
+                                                 zero_division=0),
+        "recall": lambda p: m.recall_score(p.y, p.pred, pos_label=p.positive_class,
+                                           zero_division=0),
+        "roc_auc": _ranking(m.roc_auc_score),
+        "average_precision": _ranking(m.average_precision_score),
+        "neg_brier_score": _needs_proba(lambda p: -m.brier_score_loss(p.positive,
+                                                                      p.positive_score)),
+        "neg_log_loss": _needs_proba(lambda p: -m.log_loss(p.y, p.proba, labels=p.classes)),
+    }
+
+    def roc_auc_ovr(p: _Predictions):
+        if not np.isin(p.classes, np.unique(p.y)).all():
+            return float("nan")
+        return m.roc_auc_score(p.y, p.proba, multi_class="ovr", labels=p.classes)
+
+    multiclass = {
+        **common,
+        "f1_macro": lambda p: m.f1_score(p.y, p.pred, average="macro", zero_division=0),
+        "f1_weighted": lambda p: m.f1_score(p.y, p.pred, average="weighted", zero_division=0),
+        "neg_log_loss": _needs_proba(lambda p: -m.log_loss(p.y, p.proba, labels=p.classes)),
+        "roc_auc_ovr": _needs_proba(roc_auc_ovr),
+    }
+    regression = {
+        "r2": lambda p: m.r2_score(p.y, p.pred),
+        "neg_root_mean_squared_error": lambda p: -np.sqrt(m.mean_squared_error(p.y, p.pred)),
+        "neg_mean_absolute_error": lambda p: -m.mean_absolute_error(p.y, p.pred),
+        "neg_mean_squared_error": lambda p: -m.mean_squared_error(p.y, p.pred),
+    }
+    return {"binary": binary, "multiclass": multiclass, "regression": regression}
+
+
+class _LazyMetrics(dict):
+    """The metric table, built on first use (importing sklearn.metrics is not free)."""
+
+    def get(self, key, default=None):
+        if not self:
+            self.update(_build_metrics())
+        return super().get(key, default)
+
+
+_METRICS = _LazyMetrics()
 
 
 def _scorer_with_pos_label(name: str, pos_label: Any):
@@ -116,62 +251,3 @@ def _scorer_with_pos_label(name: str, pos_label: Any):
     kwargs = {**getattr(scorer, "_kwargs", {}), "pos_label": pos_label}
     return make_scorer(score_func, greater_is_better=getattr(scorer, "_sign", 1) > 0,
                        response_method=getattr(scorer, "_response_method", "predict"), **kwargs)
-
-
-def _regression_scores(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    from sklearn import metrics
-
-    mse = metrics.mean_squared_error(y, pred)
-    return {"r2": float(metrics.r2_score(y, pred)),
-            "neg_root_mean_squared_error": -float(np.sqrt(mse)),
-            "neg_mean_absolute_error": -float(metrics.mean_absolute_error(y, pred)),
-            "neg_mean_squared_error": -float(mse)}
-
-
-def _classification_scores(estimator, X, y: np.ndarray, kind: str,
-                           pos_label: Any) -> dict[str, float]:
-    from sklearn import metrics
-
-    classes = np.asarray(estimator.classes_)
-    proba = estimator.predict_proba(X) if hasattr(estimator, "predict_proba") else None
-    if proba is not None:
-        # Same rule as predict for probabilistic classifiers, without a second pass.
-        pred = classes[np.argmax(proba, axis=1)]
-    else:
-        pred = estimator.predict(X)
-    scores = {"accuracy": float(metrics.accuracy_score(y, pred)),
-              "balanced_accuracy": float(metrics.balanced_accuracy_score(y, pred))}
-    if kind == "binary":
-        pos = default_pos_label(classes, pos_label)
-        positive = y == pos
-        scores["f1"] = float(metrics.f1_score(y, pred, pos_label=pos, zero_division=0))
-        scores["precision"] = float(metrics.precision_score(y, pred, pos_label=pos,
-                                                            zero_division=0))
-        scores["recall"] = float(metrics.recall_score(y, pred, pos_label=pos, zero_division=0))
-        if proba is not None:
-            p_pos = proba[:, list(classes).index(pos)]
-        else:
-            decision = estimator.decision_function(X)
-            p_pos = decision if list(classes).index(pos) == 1 else -decision
-        if positive.all() or not positive.any():
-            scores["roc_auc"] = float("nan")
-            scores["average_precision"] = float("nan")
-        else:
-            scores["roc_auc"] = float(metrics.roc_auc_score(positive, p_pos))
-            scores["average_precision"] = float(metrics.average_precision_score(positive, p_pos))
-        if proba is not None:
-            scores["neg_brier_score"] = -float(metrics.brier_score_loss(positive, p_pos))
-            scores["neg_log_loss"] = -float(metrics.log_loss(y, proba, labels=classes))
-    else:
-        scores["f1_macro"] = float(metrics.f1_score(y, pred, average="macro", zero_division=0))
-        scores["f1_weighted"] = float(metrics.f1_score(y, pred, average="weighted",
-                                                       zero_division=0))
-        if proba is not None:
-            scores["neg_log_loss"] = -float(metrics.log_loss(y, proba, labels=classes))
-            present = np.isin(classes, np.unique(y))
-            if present.all():
-                scores["roc_auc_ovr"] = float(metrics.roc_auc_score(
-                    y, proba, multi_class="ovr", labels=classes))
-            else:
-                scores["roc_auc_ovr"] = float("nan")
-    return scores
