@@ -397,3 +397,51 @@ def test_each_trial_is_logged_as_a_child_run(data, tmp_path):
     assert {r.info.start_time for r in children} == {t["start_ms"]
                                                      for t in outcome.summary["trials"]}
     assert all(r.info.status == "FINISHED" for r in children)
+
+
+@pytest.mark.spark
+def test_sigterm_during_spark_tuning_cancels_the_running_trials_and_exits_quickly(tmp_path):
+    """A job stopped by its scheduler does not wait for its running trials to end."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "tune.py"
+    script.write_text(
+        "import sys, time\n"
+        "from hyperopt import fmin, hp, tpe\n"
+        "from orchestrator.entrypoints.process import termination_signals_raise\n"
+        "from orchestrator.io.session import get_spark\n"
+        "from orchestrator.tuning.spark_trials import BroadcastSparkTrials\n"
+        "spark = get_spark(master='local[2]', conf={'spark.ui.enabled': 'false'})\n"
+        "def slow(params):\n"
+        "    time.sleep(120)\n"
+        "    return params['x']\n"
+        "with termination_signals_raise():\n"
+        "    print('tuning', flush=True)\n"
+        "    fmin(slow, {'x': hp.uniform('x', 0, 1)}, tpe.suggest, 4,\n"
+        "         trials=BroadcastSparkTrials(parallelism=2, spark_session=spark))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(_repo_root()), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        seen = []
+        while not seen or seen[-1] != "tuning":
+            line = process.stdout.readline()
+            assert line, "".join(seen)[-3000:]
+            seen.append(line.strip())
+        time.sleep(8)  # both trials' Spark jobs are running their two-minute sleeps
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = "\n".join(seen) + process.stdout.read()
+    assert code == 128 + signal.SIGTERM, output[-3000:]
+    assert took < 20, f"SIGTERM took {took:.1f} s to stop the tuning job"
+    assert "Cancelling all running jobs" in output or "cancel" in output.lower()

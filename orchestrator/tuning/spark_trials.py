@@ -147,7 +147,9 @@ class BroadcastSparkTrials(SparkTrials):
                     show_progressbar=False, early_stop_fn=None)
                 iterator.catch_eval_exceptions = False
                 iterator.exhaust()
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, SystemExit):
+                # Ctrl-C, or SIGTERM turned into SystemExit by the entry point: cancel the
+                # running trials' Spark jobs so that stop() does not wait for them.
                 dispatcher.cancel(FMIN_CANCELLED_REASON_USER)
                 self._fmin_cancelled_reason = FMIN_CANCELLED_REASON_USER
                 hyperopt_logger.debug("fmin thread terminated by user.")
