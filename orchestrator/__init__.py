@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = ["build_ml_pipeline", "run_ml_workflow", "get_workflow_summary", "__version__"]
 
-__version__ = "0.1.0"
+from orchestrator._version import __version__
 
 
 def __getattr__(name: str):

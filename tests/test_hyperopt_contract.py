@@ -133,7 +133,7 @@ def test_raising_objective_is_a_failed_trial_with_its_error_in_the_tuning_record
     from hyperopt import base, fmin, hp, rand
 
     from orchestrator.tuning.spark_trials import BroadcastSparkTrials
-    from orchestrator.tuning.hyperopt_backend import _hyperopt_records
+    from orchestrator.tuning.hyperopt_backend import _early_stop, _hyperopt_records
     from orchestrator.tuning.objective import TrialMonitor
 
     def raise_for_negative(x):  # local, so pickled by value: workers cannot import tests/
@@ -160,5 +160,5 @@ def test_raising_objective_is_a_failed_trial_with_its_error_in_the_tuning_record
         else:
             assert (record["status"], record["error"]) == ("ok", None)
     monitor = TrialMonitor(rounds=None, max_evals=6, metric="loss", progress=None, started=0.0)
-    monitor.hyperopt_early_stop_fn(trials)
+    _early_stop(monitor, trials)
     assert monitor.seen == 6

@@ -95,7 +95,7 @@ def library_versions() -> dict[str, str]:
             versions[f"lib.{name}"] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    from orchestrator import __version__
+    from orchestrator._version import __version__
 
     versions["lib.orchestrator"] = __version__
     return versions

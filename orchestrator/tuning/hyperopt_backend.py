@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from orchestrator.cluster.worker import STATUS_FAIL, STATUS_OK
@@ -47,7 +48,7 @@ def run_hyperopt(pipeline, X, y, spec: TuningSpec, metric, cv, monitor: TrialMon
         timeout = None
     try:
         fmin(objective, space, algo=_algo(spec.algo), max_evals=spec.max_evals, trials=trials,
-             rstate=rstate, timeout=timeout, early_stop_fn=monitor.hyperopt_early_stop_fn,
+             rstate=rstate, timeout=timeout, early_stop_fn=functools.partial(_early_stop, monitor),
              show_progressbar=False, return_argmin=False)
     except AllTrialsFailed:
         pass  # reported from the trial records below
@@ -63,7 +64,7 @@ def _hyperopt_records(trials, space) -> list[dict]:
     from hyperopt.fmin import space_eval
 
     records = []
-    for trial in sorted(trials._dynamic_trials, key=lambda t: t["tid"]):
+    for trial in sorted(all_trials(trials), key=lambda t: t["tid"]):
         result = trial.get("result") or {}
         params = result.get("params")
         if params is None:
@@ -90,3 +91,26 @@ def _hyperopt_records(trials, space) -> list[dict]:
             "end_ms": int(refresh.timestamp() * 1000) if refresh else None,
             "error": error})
     return records
+
+
+def all_trials(trials) -> list[dict]:
+    """Every trial of a hyperopt ``Trials``, failed and cancelled ones included.
+
+    The public ``Trials.trials`` leaves out trials in the ERROR and CANCEL
+    states, so this reads hyperopt's ``_dynamic_trials`` (checked against
+    hyperopt 0.3.0 by tests/test_architecture.py, which names the version
+    if it changes). The one place outside :mod:`orchestrator.tuning.spark_trials`.
+    """
+    return list(trials._dynamic_trials)
+
+
+def _early_stop(monitor: TrialMonitor, trials, *args):
+    """hyperopt's ``early_stop_fn``: completed trials (ok or failed) in completion order."""
+    from hyperopt import base
+
+    # A trial whose objective raised is JOB_STATE_ERROR (result {"status": "fail", ...}).
+    done = [t for t in all_trials(trials)
+            if t["state"] in (base.JOB_STATE_DONE, base.JOB_STATE_ERROR)]
+    done.sort(key=lambda t: (t["refresh_time"], t["tid"]))
+    completed = [(t["result"].get("status"), t["result"].get("score")) for t in done]
+    return monitor.update(completed), args

@@ -148,16 +148,6 @@ class TrialMonitor:
             self.stopped_early = True
         return self.stopped_early
 
-    def hyperopt_early_stop_fn(self, trials, *args):
-        from hyperopt import base
-
-        # A trial whose objective raised is JOB_STATE_ERROR (result {"status": "fail", ...}).
-        done = [t for t in list(trials._dynamic_trials)
-                if t["state"] in (base.JOB_STATE_DONE, base.JOB_STATE_ERROR)]
-        done.sort(key=lambda t: (t["refresh_time"], t["tid"]))
-        completed = [(t["result"].get("status"), t["result"].get("score")) for t in done]
-        return self.update(completed), args
-
 
 def make_cv(spec: TuningSpec, model_spec):
     from sklearn.model_selection import KFold, StratifiedKFold
