@@ -79,6 +79,9 @@ def test_runtime_versions_are_in_range_and_differ_from_the_lowest_and_pinned(nam
 def _runtime_python() -> str:
     candidate = os.environ.get("ORCHESTRATOR_RUNTIME_PYTHON", "python3.13")
     found = shutil.which(candidate)
+    # A pyenv shim is on PATH even for a version it cannot run.
+    if found is not None and subprocess.run([found, "--version"], capture_output=True).returncode:
+        found = None
     if found is None:
         message = (f"no Python for the runtime venv: {candidate!r} not found; set "
                    "ORCHESTRATOR_RUNTIME_PYTHON to a Python 3.13 interpreter")
