@@ -351,3 +351,28 @@ def test_metric_scorer_computes_only_its_metric_and_agrees_with_the_workflow_sco
     # A metric outside the standard set is scored by scikit-learn itself.
     assert MetricScorer("binary", "jaccard", pos_label=1)(model, X, y) == pytest.approx(
         WorkflowScorer("binary", "jaccard", pos_label=1)(model, X, y)["jaccard"])
+
+
+def test_results_are_typed_and_keep_the_dict_view(cancer, tmp_path):
+    """WorkflowResult, TuningSummary and CalibrationSummary: attributes, and the README's keys."""
+    from collections.abc import Mapping
+
+    from orchestrator.results import CalibrationSummary, TuningSummary, WorkflowResult
+
+    X, y = cancer
+    results = run_ml_workflow(FEATURES, LOGREG, X=X, y=y, validation_params={"cv_folds": 3},
+                              output_dir=tmp_path,
+                              tuning_spec={"search_space": {"C": {"dist": "loguniform",
+                                                                  "low": 0.01, "high": 10}},
+                                           "max_evals": 2, "backend": "local"},
+                              calibration_spec={"method": "sigmoid", "cv": 3})
+    assert isinstance(results, WorkflowResult) and isinstance(results, Mapping)
+    assert results.cv_score == results["cv_score"] and results.pipeline is results["pipeline"]
+    assert isinstance(results.tuning_summary, TuningSummary)
+    assert results.tuning_summary.best_params == results["tuning_summary"]["best_params"]
+    assert len(results.tuning_summary.trials) == 2
+    assert isinstance(results.calibration_summary, CalibrationSummary)
+    assert results.calibration_summary.method == "sigmoid"
+    assert results.calibration_summary["calibrated"] is results.calibration_summary.calibrated
+    with pytest.raises(KeyError):
+        results["no_such_field"]
