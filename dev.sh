@@ -90,6 +90,10 @@ case "${1:-}" in
   test)
     setup
     shift
+    # The report test renders a run's HTML in Debian's Chromium (tests/test_report.py).
+    if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+    fi
     # pytest exits 5 when it collects no tests: that is a failure here, like any other non-zero code.
     python -m pytest "$@"
     # The whole run (no pytest arguments, as CI calls it) also tests the lowest versions.

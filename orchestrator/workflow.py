@@ -390,6 +390,8 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: Workflo
                 results.mlflow_model = logged
                 for reason in logged.get("warnings", []):
                     results.warn("mlflow_logging", reason)
+            results.summary_text = get_workflow_summary(results)
+            _degrade("mlflow_report", results, lambda: tracker.log_report(results))
     results.summary_text = get_workflow_summary(results)
 
 

@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
     demo.add_argument("--master", help="Spark master for a new session (default: "
                       "$SPARK_MASTER or local[*])")
+    _add_trust_commands(commands)
     return parser
 
 
@@ -192,6 +193,41 @@ def command_demo_data(output: str, *, customers: int, seed: int, master: str | N
     return EXIT_OK
 
 
+# ----------------------------------------------------------------------------- issue 13:
+# report, reproduce, compare (one block; the commands read runs back from MLflow)
+
+
+def _add_trust_commands(commands) -> None:
+    report = commands.add_parser("report", help="write a run's HTML report",
+                                 description="Write the self-contained HTML report (summary, "
+                                 "lineage, metrics, tuning, calibration, plots, warnings, "
+                                 "promotion) of any tracked run, from what the run logged.")
+    report.add_argument("run_id", help="the MLflow run id")
+    report.add_argument("-o", "--output", default="report.html",
+                        help="the HTML file to write (default: report.html)")
+    report.add_argument("--tracking-uri", help="MLflow tracking URI (default: "
+                        "$MLFLOW_TRACKING_URI, else sqlite:///./mlruns/mlflow.db)")
+
+
+def _client_for(tracking_uri: str | None):
+    from mlflow import MlflowClient
+
+    from orchestrator.tracking import default_tracking_uri
+
+    return MlflowClient(tracking_uri=tracking_uri or default_tracking_uri())
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from orchestrator.tracking.report import write_report
+
+    path = write_report(_client_for(args.tracking_uri), args.run_id, args.output)
+    print(f"wrote the report of run {args.run_id} to {path}")
+    return EXIT_OK
+
+
+_TRUST_COMMANDS = {"report": command_report}
+
+
 def _guarded(action) -> int:
     """Run a command; user mistakes become one clear message and an exit code."""
     from orchestrator.entrypoints.process import termination_signals_raise
@@ -215,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo-data" and args.customers < 1:
         parser.error(f"--customers: expected a positive integer, got {args.customers}")
     setup_logging(args.log_level)
+    if args.command in _TRUST_COMMANDS:
+        return _guarded(lambda: _TRUST_COMMANDS[args.command](args))
     if args.command == "validate":
         return _guarded(lambda: command_validate(args.config))
     if args.command == "run":

@@ -314,6 +314,24 @@ class Tracker:
         for path in paths:
             client.log_artifact(self.run_id, str(path), artifact_path="plots")
 
+    def log_report(self, results: Mapping[str, Any]) -> None:
+        """Log the run's warnings and its self-contained HTML report (``report.html``).
+
+        Called last (after the model and the promotion gate), so the report
+        shows everything the run logged; built from the run itself, like
+        ``orchestrator report RUN_ID``.
+        """
+        from orchestrator.tracking.report import REPORT_ARTIFACT, collect_report, render_report
+
+        client = self.client()
+        warnings = [{"step": w.get("step"), "reason": redact_text(str(w.get("reason")))}
+                    for w in results.get("warnings") or []]
+        client.log_dict(self.run_id, warnings, "warnings.json")
+        if results.get("summary_text"):  # the final text, with the promotion decision
+            client.log_text(self.run_id, redact_text(str(results["summary_text"])), "summary.txt")
+        client.log_text(self.run_id, render_report(collect_report(client, self.run_id)),
+                        REPORT_ARTIFACT)
+
     # -- ending
 
     def log_trials(self, trials, *, metric: str) -> str | None:
