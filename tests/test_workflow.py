@@ -9,7 +9,7 @@ from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
 
 from orchestrator import build_ml_pipeline, get_workflow_summary, run_ml_workflow
-from orchestrator.errors import DataError, MissingColumnError, SpecError, StepError
+from orchestrator.errors import DataError, MissingColumnError, SpecError
 
 
 @pytest.fixture(scope="module")
@@ -156,10 +156,11 @@ def test_class_smaller_than_folds_is_explained(cancer):
                         X=X, y=y)
 
 
-def test_wrong_feature_type_is_a_step_error_not_a_sklearn_traceback(cancer):
+def test_wrong_feature_type_is_a_data_error_not_a_sklearn_traceback(cancer):
+    # Issue 15: text in a numeric column is refused when loaded, naming column and values.
     X, y = cancer
     X = X.assign(f0=["text"] * len(X))
-    with pytest.raises(StepError, match=r"training failed.*feature type"):
+    with pytest.raises(DataError, match=r"'f0' is declared numeric.*'text'"):
         run_ml_workflow(FEATURES, LOGREG, X=X, y=y, validation_strategy="none")
 
 

@@ -10,7 +10,7 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 
 from orchestrator import get_workflow_summary, run_ml_workflow
-from orchestrator.errors import StepError
+from orchestrator.errors import DataError
 
 FEATURES = [{"columns": [f"f{i}" for i in range(6)], "type": "numeric"},
             {"name": "segment", "type": "categorical"}]
@@ -90,7 +90,7 @@ def test_unreachable_server_degrades_within_the_timeout(data, tmp_path):
 def test_a_failing_workflow_marks_the_run_failed(data, store, tmp_path):
     X, y = data
     X = X.assign(f0="not a number")
-    with pytest.raises(StepError):
+    with pytest.raises(DataError):  # issue 15: refused at loading, naming the column
         run_ml_workflow(FEATURES, {"estimator": "logistic_regression"}, X=X, y=y,
                         mlflow_spec={"tracking_uri": store, "experiment_name": "failing"},
                         output_dir=tmp_path)

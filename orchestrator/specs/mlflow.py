@@ -15,6 +15,8 @@ from typing import Any
 from orchestrator.specs.problems import Problems
 
 WHERE = "mlflow_spec"
+_MAX_RUN_NAME = 250
+_MAX_EXPERIMENT_NAME = 500
 _KEYS = ("tracking_uri", "experiment_name", "run_name", "tags", "log_model",
          "registered_model_name", "model_alias", "log_plots", "timeout_s", "trusted_types")
 
@@ -111,6 +113,13 @@ def parse_mlflow_spec(raw: object, problems: Problems, model_spec=None) -> MLflo
         tracking_uri = problems.string(raw, "tracking_uri", WHERE, default=None)
     experiment_name = problems.string(raw, "experiment_name", WHERE, default=None)
     run_name = problems.string(raw, "run_name", WHERE, default=None)
+    # MLflow's limits (its runs.name column is VARCHAR(250); validation.py caps experiment
+    # names at 500): refused here rather than by the server after training.
+    for key, value, limit in (("run_name", run_name, _MAX_RUN_NAME),
+                              ("experiment_name", experiment_name, _MAX_EXPERIMENT_NAME)):
+        if value is not None and len(value) > limit:
+            problems.add(f"{WHERE}.{key}", f"{len(value)} characters, but MLflow allows at most "
+                         f"{limit}; shorten it.")
     tags = _parse_tags(raw.get("tags"), problems)
     log_model = problems.boolean(raw, "log_model", WHERE, defaults.log_model)
     log_plots = problems.boolean(raw, "log_plots", WHERE, defaults.log_plots)

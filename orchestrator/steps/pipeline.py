@@ -157,3 +157,27 @@ def build_ml_pipeline(feature_specs: Any, model_spec: Any, *, model_params: dict
     problems.raise_if_any()
     estimator = model.make_estimator(**(model_params or {}))
     return Pipeline([(PREPROCESS_STEP, build_preprocessor(features)), (MODEL_STEP, estimator)])
+
+
+def search_space_problems(pipeline, tuning_spec) -> list[str]:
+    """Search-space keys that are not parameters of ``pipeline``, as spec problems.
+
+    Checked when a job is validated (the pipeline is built from the specs, no data
+    needed), so a misspelt ``preprocess__...`` name is refused before any Spark
+    starts instead of degrading the tuning step at run time.
+
+    Examples
+    --------
+    >>> search_space_problems(pipeline, tuning)  # doctest: +SKIP
+    ["tuning_spec.search_space: 'preprocess__num_0__scaler__with_mean' is not ..."]
+    """
+    if tuning_spec is None:
+        return []
+    available = pipeline.get_params(deep=True)
+    candidates = [name for name in available if "__" in name]
+    problems = []
+    for key, name in tuning_spec.pipeline_params().items():
+        if name not in available:
+            problems.append(f"tuning_spec.search_space: {key!r} is not a parameter of the "
+                            f"pipeline{did_you_mean(name, candidates)}.")
+    return problems

@@ -169,12 +169,25 @@ def check_tracking_reachable(tracking_uri: str, timeout_s: float) -> None:
     scheme = _uri_scheme(tracking_uri)
     local_dir = _local_store_dir(tracking_uri)
     if local_dir is not None:
+        _check_creatable(local_dir, shown)
+        if scheme == "sqlite":
+            # sqlite creates the file but not its directory; the store is usable, so make it.
+            try:
+                local_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise TrackingUnavailableError(
+                    f"MLflow tracking: cannot create the local store directory {local_dir} for "
+                    f"{shown}: {exc}") from exc
+            return
+        # A file store: MLflow may refuse it (maintenance mode); ask before creating anything.
+        # Local, so no deadline is needed (the first mlflow import alone may take seconds).
+        from mlflow import MlflowClient
+
         try:
-            local_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise TrackingUnavailableError(
-                f"MLflow tracking: cannot create the local store directory {local_dir} for "
-                f"{shown}: {exc}") from exc
+            MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+        except tracking_errors() as exc:
+            raise TrackingUnavailableError(f"MLflow tracking: cannot use {shown}: "
+                                           f"{str(exc).splitlines()[0][:300]}") from exc
         return
     if scheme in ("http", "https"):
         _call_with_deadline(lambda: _http_health(tracking_uri, timeout_s), timeout_s, shown)
@@ -186,6 +199,23 @@ def check_tracking_reachable(tracking_uri: str, timeout_s: float) -> None:
         MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
 
     _call_with_deadline(query, timeout_s, shown)
+
+
+def _check_creatable(directory: Path, shown: str) -> None:
+    """Raise unless ``directory`` exists or could be created (nothing is created here)."""
+    probe = directory.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if directory.exists() and not directory.is_dir():
+        reason = f"{directory} is a file"
+    elif not probe.is_dir():
+        reason = f"{probe} is a file, not a directory"
+    elif not os.access(probe, os.W_OK | os.X_OK):
+        reason = f"{probe} is not writable"
+    else:
+        return
+    raise TrackingUnavailableError(f"MLflow tracking: cannot use the local store for {shown}: "
+                                   f"{reason}.")
 
 
 def _http_health(tracking_uri: str, timeout_s: float) -> None:
