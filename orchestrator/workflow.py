@@ -84,6 +84,14 @@ def _check_in_memory_data(X, y, columns: list[str]):
     # Paired by position: a list or array has no index of its own.
     y = pd.Series(values, index=X.index, name=getattr(y, "name", None))
     missing = [c for c in columns if c not in X.columns]
+    from orchestrator.steps.data_checks import string_named_integer_columns
+
+    renamed = string_named_integer_columns(missing, X.columns)
+    if renamed:
+        raise DataError(f"X: feature_specs name the column{'s' if len(renamed) > 1 else ''} "
+                        f"{', '.join(map(repr, renamed))} as text but X's columns of that name "
+                        "are not strings (e.g. the integer 0); give X string column names: "
+                        "X.columns = X.columns.astype(str).")
     if missing:
         raise MissingColumnError(missing, [str(c) for c in X.columns], where="X")
     return X.loc[:, columns], y
@@ -296,6 +304,10 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: Workflo
 
     with _step(1, "data_loading", results):
         X, y = _load_data(specs, X, y, spark, results)
+        from orchestrator.steps.data_checks import check_feature_values
+
+        for reason in check_feature_values(X, specs.features):
+            results.warn("data_loading", reason)
         kind, classes = _check_labels(y, specs)
         primary = primary_metric(specs.model, kind)
         pos_label = default_pos_label(classes, specs.model.pos_label) if kind == "binary" else None
