@@ -197,14 +197,14 @@ def test_spark_backend_finds_better_params_than_the_defaults(spark, data):
 
 
 @pytest.mark.spark
-def test_optuna_backend_runs_its_trials_on_spark_through_mlflow_spark_study(spark, data):
+def test_optuna_backend_runs_its_trials_on_executors_through_the_task_runner(spark, data):
     pytest.importorskip("optuna")
     import mlflow
 
     uri_before = mlflow.get_tracking_uri()
     outcome = _tune_better_than_default("optuna", data, spark=spark)
     summary = outcome.summary
-    assert "on Spark executors through MlflowSparkStudy" in summary["backend_reason"]
+    assert "asks and tells on the driver, trials run on executors" in summary["backend_reason"]
     assert summary["parallelism"] == 2
     assert sorted(t["number"] for t in summary["trials"]) == list(range(8))
     assert all(t["duration_s"] > 0 and t["wall_s"] >= t["duration_s"] - 0.01

@@ -54,7 +54,7 @@ BACKENDS = ("auto", "spark", "local", "optuna")
 OPTUNA_ALGOS = ("tpe", "random")
 
 _TUNING_KEYS = ("search_space", "max_evals", "parallelism", "algo", "metric", "cv_folds",
-                "timeout_s", "early_stopping_rounds", "backend", "seed")
+                "timeout_s", "early_stopping_rounds", "backend", "seed", "staging_dir")
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,10 @@ class TuningSpec:
     backend : {"auto", "spark", "local", "optuna"}
     seed : int or None
         Seed of the search algorithm and of the inner CV shuffling.
+    staging_dir : str or None
+        Where trials on Spark Connect stage the training rows for the executors
+        (a Unity Catalog Volume path on Databricks); None: a temporary local
+        directory, which only local masters can use.
     """
 
     search_space: Mapping[str, Distribution] = field(default_factory=dict)
@@ -121,6 +125,7 @@ class TuningSpec:
     early_stopping_rounds: int | None = None
     backend: str = "auto"
     seed: int | None = 42
+    staging_dir: str | None = None
 
     def pipeline_params(self) -> dict[str, str]:
         """Map each search-space key to its pipeline parameter name."""
@@ -192,6 +197,11 @@ def parse_tuning_spec(raw: object, problems: Problems, model_spec=None) -> Tunin
     rounds = problems.number(raw, "early_stopping_rounds", where, default=None, integer=True,
                              low=1)
     seed = problems.number(raw, "seed", where, default=42, integer=True, low=0)
+    staging_dir = raw.get("staging_dir")
+    if staging_dir is not None and (not isinstance(staging_dir, str) or not staging_dir.strip()):
+        problems.expected(f"{where}.staging_dir", "a directory path the executors can read, "
+                          "such as /Volumes/main/default/tmp", staging_dir)
+        staging_dir = None
 
     if algo == "atpe" and importlib.util.find_spec("lightgbm") is None:
         problems.add(f"{where}.algo", "algo 'atpe' needs lightgbm, which is not installed; "
@@ -209,7 +219,8 @@ def parse_tuning_spec(raw: object, problems: Problems, model_spec=None) -> Tunin
     return TuningSpec(search_space=space, max_evals=max_evals or 20, parallelism=parallelism,
                       algo=algo or "tpe", metric=metric, cv_folds=cv_folds or 3,
                       timeout_s=float(timeout_s) if timeout_s is not None else None,
-                      early_stopping_rounds=rounds, backend=backend or "auto", seed=seed)
+                      early_stopping_rounds=rounds, backend=backend or "auto", seed=seed,
+                      staging_dir=staging_dir)
 
 
 def _uses(dist: Distribution, kind: str) -> bool:

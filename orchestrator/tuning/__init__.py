@@ -1,6 +1,6 @@
 """Workflow step 3: hyperparameter tuning of the whole pipeline, never fatal to the workflow.
 
-:func:`tune` searches the spec's space with one of four backends and returns the
+:func:`tune` searches the spec's space with one of the backends below and returns the
 best pipeline parameters; it raises :class:`TuningError` when tuning cannot run
 or every trial failed, which the workflow turns into a warning and carries on
 with the model spec's own parameters.
@@ -11,19 +11,24 @@ spark
     hyperopt with :class:`orchestrator.tuning.spark_trials.BroadcastSparkTrials`, one Spark
     task per trial. The training rows are broadcast once per run; each trial's
     closure carries only the unfitted pipeline, the scorer and its parameters.
+    On a Spark Connect session (no SparkContext) it runs as ``connect``.
+connect (chosen, not written in specs)
+    hyperopt suggesting each point on the driver, the trials on executors through
+    :class:`orchestrator.cluster.connect.ConnectTaskRunner` (DataFrame APIs only,
+    the training rows staged once per run): what ``auto`` and ``spark`` run on a
+    Spark Connect session (serverless, standard access mode, ``remote``).
 local
     hyperopt ``Trials`` on the driver, one trial after another.
 optuna
-    Optuna (TPESampler / RandomSampler), for runtimes without hyperopt or without a
-    SparkContext (Spark Connect, serverless). With an active SparkSession (classic or
-    Spark Connect) the trials run on Spark executors through MLflow's
-    ``MlflowSparkStudy``, whose ``MlflowStorage`` keeps the study in an MLflow
-    tracking store every executor reaches: the workflow run's experiment when MLflow
-    is on, else a temporary sqlite store. Without a session, or when the Spark study
-    cannot be set up, optuna runs on the driver; ``backend_reason`` says which and why.
+    Optuna (TPESampler / RandomSampler) ask/tell on the driver. With an active
+    SparkSession (classic or Connect) the trials run on executors through the same
+    Connect task runner; without one, on the driver. ``backend_reason`` says which.
 auto
-    spark when a SparkContext is usable, else local (else optuna if hyperopt is
-    missing); the choice and the reason are logged and kept in the summary.
+    spark when a SparkContext is usable; connect on a Spark Connect session (optuna
+    there if hyperopt is missing); else local (else optuna). The choice and the
+    reason are logged and kept in the summary. When the training rows cannot be
+    staged for the executors (a cluster without ``staging_dir``), connect and optuna
+    run on the driver and ``backend_reason`` says why.
 
 Each trial scores ``clone(pipeline).set_params(**params)`` with ``cv_folds``-fold
 cross-validation (stratified and shuffled with ``seed`` for classifiers) on the
@@ -39,16 +44,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.cluster.connect import is_connect_session
 from orchestrator.cluster.worker import STATUS_FAIL, STATUS_OK
 from orchestrator.errors import (
+    ClusterTaskError,
     TuningError,
     did_you_mean,
 )
+from orchestrator.io.session import active_session
 from orchestrator.specs.tuning import (
     TuningSpec,
     plain_param_name,
 )
 from orchestrator.tuning.backend import choose_backend, spark_unusable_reason
+from orchestrator.tuning.connect_backend import run_on_cluster_runner
 from orchestrator.tuning.hyperopt_backend import run_hyperopt
 from orchestrator.tuning.objective import (
     STOP_EARLY,
@@ -58,6 +67,7 @@ from orchestrator.tuning.objective import (
     TrialObjective,
     TuningProgress,
     make_cv,
+    spark_slots,
     trials_without_improvement,
 )
 from orchestrator.tuning.optuna_backend import run_optuna
@@ -141,9 +151,8 @@ def tune(pipeline, X, y, spec: TuningSpec, *, model_spec, scoring, spark=None,
         Called with a :class:`TuningProgress` each time trials complete (progress is
         logged at INFO either way).
     mlflow_parent_run_id : str, optional
-        When given, every trial is logged as a child run of this MLflow run; the
-        optuna backend on Spark also keeps its study (a run nested under this one)
-        in this run's experiment, through the global tracking URI.
+        Kept for callers; the tracker logs every trial as a child run of its
+        workflow run from ``summary["trials"]``, whatever the backend.
 
     Returns
     -------
@@ -164,10 +173,12 @@ def tune(pipeline, X, y, spec: TuningSpec, *, model_spec, scoring, spark=None,
     started = time.perf_counter()
     _check_pipeline_params(pipeline, spec)
     session, spark_reason = spark_unusable_reason(spark)
+    any_session, no_session_reason = active_session(spark)
     backend, why = choose_backend(
         spec.backend, spark_reason=spark_reason,
         hyperopt_installed=importlib.util.find_spec("hyperopt") is not None,
-        optuna_installed=importlib.util.find_spec("optuna") is not None)
+        optuna_installed=importlib.util.find_spec("optuna") is not None,
+        connect_session=any_session is not None and is_connect_session(any_session))
     # A callable scorer (the workflow's, which knows pos_label) wins over a bare scorer name.
     metric = scoring if callable(scoring) else (spec.metric or scoring)
     metric_name = metric if isinstance(metric, str) else getattr(metric, "__name__", repr(metric))
@@ -177,11 +188,26 @@ def tune(pipeline, X, y, spec: TuningSpec, *, model_spec, scoring, spark=None,
                             metric=metric_name, progress=progress, started=started)
     cv = make_cv(spec, model_spec)
 
-    if backend == "optuna":
-        records, parallelism, cancelled_reason, where = run_optuna(
-            pipeline, X, y, spec, metric, cv, monitor, spark=spark,
-            mlflow_parent_run_id=mlflow_parent_run_id)
-        why = f"{why}; {where}"
+    ran = None
+    if backend == "connect" or (backend == "optuna" and any_session is not None):
+        library = "optuna" if backend == "optuna" else "hyperopt"
+        try:
+            ran = run_on_cluster_runner(any_session, pipeline, X, y, spec, metric, cv, monitor,
+                                        library=library, slots=spark_slots(any_session))
+            if backend == "optuna":
+                why = f"{why}; optuna asks and tells on the driver, trials run on executors"
+        except ClusterTaskError as exc:  # the training rows could not be staged for executors
+            logger.warning("Tuning: trials cannot run on executors (%s); running them on the "
+                           "driver", exc)
+            why = f"{why}; {library} ran on the driver: {exc}"
+            backend = "optuna" if library == "optuna" else "local"
+    elif backend == "optuna":
+        why = f"{why}; optuna ran on the driver: {no_session_reason}"
+    if ran is not None:
+        records, parallelism, cancelled_reason = ran
+    elif backend == "optuna":
+        records, parallelism, cancelled_reason = run_optuna(
+            pipeline, X, y, spec, metric, cv, monitor)
     else:
         records, parallelism, cancelled_reason = run_hyperopt(
             pipeline, X, y, spec, metric, cv, monitor, session if backend == "spark" else None)

@@ -34,7 +34,7 @@ def spark_unusable_reason(spark) -> tuple[Any, str | None]:
 
 
 def choose_backend(requested: str, *, spark_reason: str | None, hyperopt_installed: bool,
-                   optuna_installed: bool) -> tuple[str, str]:
+                   optuna_installed: bool, connect_session: bool = False) -> tuple[str, str]:
     """Decide the backend from plain facts; return ``(backend, why)``.
 
     Parameters
@@ -43,10 +43,15 @@ def choose_backend(requested: str, *, spark_reason: str | None, hyperopt_install
     spark_reason : str or None
         Why no SparkContext is usable, or None when one is.
     hyperopt_installed, optuna_installed : bool
+    connect_session : bool
+        The session is Spark Connect: trials can run on executors through the
+        Connect task runner (backend ``connect``: hyperopt suggesting on the driver).
 
     Returns
     -------
     tuple of (str, str)
+        The backend (``spark``, ``connect``, ``local`` or ``optuna``) and why. With
+        a session, ``optuna`` runs its trials on executors through the Connect task runner.
 
     Raises
     ------
@@ -66,6 +71,9 @@ def choose_backend(requested: str, *, spark_reason: str | None, hyperopt_install
         if not hyperopt_installed:
             raise unavailable("hyperopt is not installed (Databricks ML runtimes after 16.4 "
                               "no longer ship it; use backend optuna)")
+        if spark_reason and connect_session:
+            return "connect", ("requested spark on a Spark Connect session: hyperopt on the "
+                               "driver, trials through the Connect task runner")
         if spark_reason:
             raise unavailable(f"SparkTrials needs a SparkContext and {spark_reason}")
         return "spark", "requested"
@@ -79,6 +87,11 @@ def choose_backend(requested: str, *, spark_reason: str | None, hyperopt_install
         return "optuna", "requested"
     if hyperopt_installed and not spark_reason:
         return "spark", "auto: a SparkContext is usable"
+    if connect_session and hyperopt_installed:
+        return "connect", ("auto: the session is Spark Connect, so hyperopt suggests on the "
+                           "driver and trials run on executors through the Connect task runner")
+    if connect_session and optuna_installed:
+        return "optuna", "auto: the session is Spark Connect and hyperopt is not installed"
     if hyperopt_installed:
         return "local", f"auto: {spark_reason}, so trials run on the driver"
     if optuna_installed:
