@@ -18,6 +18,7 @@ __all__ = [
     "MissingColumnError",
     "DataTooLargeError",
     "StepError",
+    "ClusterTaskError",
     "TuningError",
     "NoEvaluatedTrialsError",
     "ScoringError",
@@ -100,6 +101,20 @@ class DataTooLargeError(DataError):
 
 class StepError(OrchestratorError):
     """A required workflow step failed; the cause is chained."""
+
+
+class ClusterTaskError(StepError):
+    """A task run on Spark's executors raised (or its Spark job failed).
+
+    Attributes
+    ----------
+    remote_traceback : str or None
+        The traceback formatted where the task ran.
+    """
+
+    def __init__(self, message: str, *, remote_traceback: str | None = None):
+        super().__init__(message)
+        self.remote_traceback = remote_traceback
 
 
 # ---- errors of the workflow's steps and edges (defined here so every one is in one family)

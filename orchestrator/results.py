@@ -185,6 +185,8 @@ class WorkflowResult:
     specs: dict = field(default_factory=dict)
     validation_strategy: str | None = None
     validation_note: str | None = None
+    #: Split settings, where the folds ran and, for nested CV, each outer fold's chosen params.
+    validation_details: dict = field(default_factory=dict)
     validation_rows: int | None = None
     task: str | None = None
     target_kind: str | None = None

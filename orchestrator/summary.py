@@ -16,6 +16,21 @@ def _number(value: Any) -> str:
     return str(value)
 
 
+def _validation_detail_lines(details: dict) -> list[str]:
+    """The split settings, where the folds ran and, for nested CV, each outer fold."""
+    lines = []
+    split = details.get("split") or {}
+    if split:
+        lines.append("  split:        " + ", ".join(f"{k}={v}" for k, v in split.items()))
+    if details.get("placement"):
+        lines.append(f"  folds ran:    {details['placement']}")
+    for fold in details.get("nested") or []:
+        params = ", ".join(f"{k}={_number(v)}" for k, v in (fold.get("best_params") or {}).items())
+        lines.append(f"  outer fold {fold.get('fold')}: score {_number(fold.get('outer_score'))}"
+                     f" (inner {_number(fold.get('inner_score'))}) with {params}")
+    return lines
+
+
 def _section(title: str) -> list[str]:
     return ["", title, "-" * len(title)]
 
@@ -80,6 +95,7 @@ def get_workflow_summary(results: WorkflowResult | Mapping[str, Any]) -> str:
         lines.append("  (no validation was run)")
     if results.validation_note:
         lines.append(f"  note: {results.validation_note}")
+    lines += _validation_detail_lines(getattr(results, "validation_details", None) or {})
 
     lines += _section("Tuning")
     lines += _mapping_lines(results.tuning_summary,

@@ -129,7 +129,17 @@ def _check_labels(y, specs: WorkflowSpecs) -> tuple[str, list]:
 
 
 def _load_data(specs: WorkflowSpecs, X, y, spark, results: WorkflowResult):
+    """(X, y, side): ``side`` holds the validation's grouping/ordering columns (None
+    when there are none), loaded with the rows but never features."""
     columns = feature_columns(specs.features)
+    extra = [c for c in specs.validation.side_columns if c not in columns]
+    X, y = _load_rows(specs, X, y, spark, results, [*columns, *extra])
+    side = X.loc[:, list(specs.validation.side_columns)] if specs.validation.side_columns \
+        else None
+    return X.loc[:, columns], y, side
+
+
+def _load_rows(specs: WorkflowSpecs, X, y, spark, results: WorkflowResult, columns: list[str]):
     if X is not None:
         X, y = _check_in_memory_data(X, y, columns)
         results.data = {"source": "in-memory", "row_count": len(X), "columns": list(X.columns)}
@@ -303,7 +313,8 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: Workflo
                                          split_holdout)
 
     with _step(1, "data_loading", results):
-        X, y = _load_data(specs, X, y, spark, results)
+        X, y, side = _load_data(specs, X, y, spark, results)
+        _warn_random_folds_on_time(specs, results)
         from orchestrator.steps.data_checks import check_feature_values
 
         for reason in check_feature_values(X, specs.features):
@@ -316,12 +327,14 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: Workflo
         scorer = WorkflowScorer(kind, primary, pos_label)
         X_test = y_test = None
         if specs.validation.strategy == "train_test":
-            X, X_test, y, y_test = split_holdout(X, y, specs.validation, kind)
+            X, X_test, y, y_test, side = split_holdout(X, y, specs.validation, kind, side)
             results.data["holdout_rows"] = len(y_test)
         results.data["training_rows"] = len(y)
 
     with _step(2, "pipeline_construction", results):
         pipeline = build_ml_pipeline(specs.features, specs.model)
+        # Nested CV tunes inside each outer fold, starting from the model spec's params.
+        pipeline_before_tuning = clone(pipeline)
 
     if specs.tuning is not None:
         with _step(3, "tuning", results):
@@ -331,7 +344,7 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: Workflo
             ok, outcome = _degrade("tuning", results, lambda: tune(
                 pipeline, X, y, specs.tuning, model_spec=specs.model,
                 scoring=tuning_metric, spark=_active_spark(spark),
-                ))
+                cv=_tuning_folds(specs, kind, X, y, side)))
             if ok:
                 pipeline.set_params(**outcome.best_params)
                 results.tuning_summary = outcome.summary
@@ -341,10 +354,12 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: Workflo
                     if warning:
                         results.warn("mlflow_logging", warning)
                 _plot_tuning_history(outcome.summary, output, results)
-                if specs.validation.strategy == "cross_validation":
+                if specs.validation.strategy in ("cross_validation", "group_k_fold",
+                                                 "time_series"):
                     results.validation_note = (
                         "tuning chose the params on the same rows cross-validation scores, so "
-                        "cv_score is optimistic; train_test gives an unbiased hold-out score")
+                        "cv_score is optimistic; nested_cross_validation or train_test gives "
+                        "an unbiased score")
             else:
                 results.tuning_summary = {"status": "degraded", "reason": outcome.reason,
                                           "params_used": dict(specs.model.params)}
@@ -374,10 +389,14 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: Workflo
     # Held-out predictions are only needed for MLflow's plots.
     keep_predictions = tracker is not None and specs.mlflow.log_plots
     with _step(6, "validation", results):
-        if specs.validation.strategy == "cross_validation":
+        if specs.validation.strategy == "nested_cross_validation":
+            outcome = _validate(lambda: _nested_cv(specs, pipeline_before_tuning, X, y, side,
+                                                   scorer, kind, primary, pos_label, spark,
+                                                   keep_predictions))
+        elif specs.validation.is_cross_validation:
             outcome = _validate(lambda: cross_validate_procedure(
                 clone(procedure), X, y, specs.validation, scorer, kind,
-                keep_predictions=keep_predictions))
+                keep_predictions=keep_predictions, side=side, session=_active_spark(spark)))
         elif specs.validation.strategy == "train_test":
             outcome = _validate(lambda: score_holdout(model, X_test, y_test, scorer,
                                                       train_rows=len(y),
@@ -388,6 +407,8 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: Workflo
             results.cv_score = outcome.cv_score
             results.metrics = outcome.metrics
             results.validation_rows = outcome.rows
+            results.validation_details = {"split": specs.validation.settings(),
+                                          **outcome.details}
             if outcome.predictions is not None:
                 results.evaluation = outcome.predictions
 
@@ -423,6 +444,51 @@ def _calibrate(specs: WorkflowSpecs, pipeline, X, y, output: Path, results: Work
     return _degrade("calibration", results, lambda: calibrate(
         pipeline, X, y, specs.calibration, output_dir=output,
         random_state=specs.validation.random_state))
+
+
+def _warn_random_folds_on_time(specs: WorkflowSpecs, results: WorkflowResult) -> None:
+    """Random folds on feature-store rows with a label timestamp train on the future."""
+    labels = getattr(specs.feature_store, "labels", None)
+    timestamp = getattr(labels, "timestamp", None)
+    if timestamp is None or specs.validation.split_kind != "k_fold" \
+            or specs.validation.strategy in ("train_test", "none"):
+        return
+    reason = (f"random {specs.validation.strategy} folds on feature-store rows with a label "
+              f"timestamp ({timestamp!r}) let the model train on the future of its test rows; "
+              f"use validation strategy time_series with order_by: {timestamp} (or train_test "
+              f"with order_by: {timestamp}) for an honest score")
+    logger.warning("Validation: %s", reason)
+    results.warn("validation", reason)
+
+
+def _tuning_folds(specs: WorkflowSpecs, kind: str, X, y, side):
+    """Tuning's inner folds of the same kind as the validation's (None: tuning's own K-fold)."""
+    from orchestrator.steps.validation import inner_split_settings, inner_splits
+
+    inner = inner_split_settings(specs.validation, specs.tuning.cv_folds, specs.tuning.seed)
+    return inner_splits(inner, kind, X, y, side)
+
+
+def _nested_cv(specs: WorkflowSpecs, pipeline, X, y, side, scorer, kind: str, primary: str,
+               pos_label, spark, keep_predictions: bool):
+    """Nested CV: each outer fold tunes with the tuning spec (its trials one after another,
+    inside the fold's task), so the outer folds are what runs concurrently on the cluster."""
+    import functools
+
+    from orchestrator.steps.metrics import MetricScorer
+    from orchestrator.steps.validation import nested_cross_validate
+    from orchestrator.tuning import tune
+
+    # Each outer fold's trials run where the fold runs (in its task, or on the driver).
+    inner_spec = dataclasses.replace(specs.tuning, backend="optuna"
+                                     if specs.tuning.backend == "optuna" else "local")
+    tune_fold = functools.partial(tune, spec=inner_spec, model_spec=specs.model,
+                                  scoring=MetricScorer(kind, specs.tuning.metric or primary,
+                                                       pos_label), spark=None)
+    return nested_cross_validate(pipeline, X, y, specs.validation, scorer, kind,
+                                 tune_fold=tune_fold, inner_folds=specs.tuning.cv_folds,
+                                 inner_seed=specs.tuning.seed, side=side,
+                                 keep_predictions=keep_predictions, session=_active_spark(spark))
 
 
 def _validate(action: Callable[[], Any]):

@@ -75,7 +75,8 @@ BAD_CONFIGS = [
     ("unknown model key", {"model_spec": {"estimator": "random_forest", "parms": {}}},
      r"unknown key 'parms' \(did you mean 'params'\?\)"),
     ("bad strategy", {"validation_strategy": "crossval"},
-     r"expected one of cross_validation, train_test, none, got 'crossval'.*cross_validation"),
+     r"expected one of cross_validation, group_k_fold, time_series, nested_cross_validation, "
+     r"train_test, none, got .crossval..*cross_validation"),
     ("cv_folds of one", {"validation_params": {"cv_folds": 1}},
      r"cv_folds: expected an integer >= 2, got 1"),
     ("test_size out of range", {"validation_strategy": "train_test",

@@ -24,7 +24,11 @@ from orchestrator.specs.mlflow import MLflowSpec, parse_mlflow_spec
 from orchestrator.specs.model import ModelSpec, parse_model_spec
 from orchestrator.specs.problems import Problems
 from orchestrator.specs.tuning import TuningSpec, parse_tuning_spec
-from orchestrator.specs.validation import ValidationSpec, parse_validation_spec
+from orchestrator.specs.validation import (
+    ValidationSpec,
+    check_nested_needs_tuning,
+    parse_validation_spec,
+)
 
 __all__ = [
     "WorkflowSpecs",
@@ -103,6 +107,7 @@ def parse_specs(*, feature_specs: Any, model_spec: Any,
     mlflow = _typed_or_parsed(mlflow_spec, MLflowSpec, parse_mlflow_spec, problems, model)
     feature_store = _typed_or_parsed(feature_store_spec, FeatureStoreSpec,
                                      parse_feature_store_spec, problems, model)
+    check_nested_needs_tuning(validation, tuning is not None, problems)
 
     sources = [name for name, spec in (("data_spec", data), ("feature_store_spec", feature_store))
                if spec is not None]

@@ -8,6 +8,7 @@ off before any fitting, tuning or calibration and only scored here.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,8 @@ class ValidationOutcome:
     #: Out-of-fold or hold-out predictions (y_true, y_pred, y_proba, classes, description),
     #: kept only when asked for, for the plots of step 7.
     predictions: dict[str, Any] | None = None
+    #: Split settings, where the folds ran and, for nested CV, each outer fold's chosen params.
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def _predictions(model, X, y, description: str) -> dict[str, Any]:
@@ -60,7 +63,7 @@ def _smallest_class(y: pd.Series) -> tuple[Any, int]:
 
 
 def make_cv_splitter(spec: ValidationSpec, kind: str, y: pd.Series):
-    """StratifiedKFold for classification, KFold for regression.
+    """StratifiedKFold for classification, KFold for regression (random K-fold).
 
     Raises
     ------
@@ -81,14 +84,25 @@ def make_cv_splitter(spec: ValidationSpec, kind: str, y: pd.Series):
                            random_state=random_state)
 
 
-def split_holdout(X: pd.DataFrame, y: pd.Series, spec: ValidationSpec, kind: str):
+def split_holdout(X: pd.DataFrame, y: pd.Series, spec: ValidationSpec, kind: str,
+                  side: pd.DataFrame | None = None):
     """Split off the train_test hold-out before anything is fitted.
+
+    With ``order_by`` the hold-out is the latest rows (``gap`` rows left out
+    between); otherwise a random (stratified) split.
 
     Returns
     -------
-    X_train, X_test, y_train, y_test
+    X_train, X_test, y_train, y_test, side_train
+        ``side_train`` is None when ``side`` is.
     """
     from sklearn.model_selection import train_test_split
+
+    if spec.order_by is not None:
+        train, test = ordered_holdout(_side_column(side, spec.order_by, "order_by"),
+                                      spec.test_size, spec.gap)
+        return (X.iloc[train], X.iloc[test], y.iloc[train], y.iloc[test],
+                side.iloc[train] if side is not None else None)
 
     stratify = None
     if kind != "regression" and spec.stratify:
@@ -106,45 +120,317 @@ def split_holdout(X: pd.DataFrame, y: pd.Series, spec: ValidationSpec, kind: str
         raise DataError(f"validation: test_size={spec.test_size} of {len(y)} rows leaves "
                         f"{len(y) - n_test} training and {n_test} hold-out rows{per_class}; "
                         "adjust validation_params.test_size.")
-    return train_test_split(X, y, test_size=spec.test_size, random_state=spec.random_state,
-                            stratify=stratify)
+    parts = train_test_split(X, y, *([side] if side is not None else []),
+                             test_size=spec.test_size, random_state=spec.random_state,
+                             stratify=stratify)
+    return (*parts[:4], parts[4] if side is not None else None)
 
 
 def cross_validate_procedure(procedure, X: pd.DataFrame, y: pd.Series, spec: ValidationSpec,
                              scorer: WorkflowScorer, kind: str, *,
-                             keep_predictions: bool = False) -> ValidationOutcome:
+                             keep_predictions: bool = False, side: pd.DataFrame | None = None,
+                             session=None) -> ValidationOutcome:
     """Cross-validate an unfitted procedure; every fold refits a clone of it.
 
-    With ``keep_predictions`` the fold models also predict their own test
-    rows, giving out-of-fold predictions without refitting anything.
+    The folds follow ``spec`` (random K-fold, grouped or time-ordered). They run
+    as Spark tasks on the session's executors (training rows broadcast once) or,
+    without a usable session or when the spec asks for it, on the driver one
+    after another; either way each fold fits ``clone(procedure)`` on its
+    training rows and scores its test rows exactly as scikit-learn's
+    ``cross_validate`` does. With ``keep_predictions`` the fold models also
+    predict their own test rows, giving out-of-fold predictions.
     """
-    from sklearn.model_selection import cross_validate
-
-    splitter = make_cv_splitter(spec, kind, y)
-    scores = cross_validate(procedure, X, y, cv=splitter, scoring=scorer, error_score="raise",
-                            return_estimator=keep_predictions, return_indices=keep_predictions)
+    folds = make_folds(spec, kind, X, y, side)
+    tasks = [(procedure, train, test, scorer, keep_predictions) for train, test in folds]
+    results, placement = _run_folds(_fit_and_score_fold, tasks, (X, y), spec, session)
     predictions = None
     if keep_predictions:
-        parts = [_predictions(model, X.iloc[test], y.iloc[test], "")
-                 for model, test in zip(scores["estimator"], scores["indices"]["test"])]
-        predictions = _concatenate(parts, f"out-of-fold predictions of {spec.cv_folds}-fold "
+        predictions = _concatenate([r["predictions"] for r in results],
+                                   f"out-of-fold predictions of {len(folds)}-fold "
+                                   f"{spec.split_kind.replace('_', ' ')} cross-validation")
+    metrics = _fold_metrics([r["scores"] for r in results], scorer)
+    return ValidationOutcome(strategy=spec.strategy, primary_metric=scorer.primary,
+                             cv_score=metrics[scorer.primary]["mean"], metrics=metrics,
+                             rows={"rows": len(y), "folds": len(folds)},
+                             predictions=predictions,
+                             details={"split": spec.settings(), **placement,
+                                      "fold_sizes": [[len(tr), len(te)] for tr, te in folds]})
+
+
+def nested_cross_validate(pipeline, X: pd.DataFrame, y: pd.Series, spec: ValidationSpec,
+                          scorer: WorkflowScorer, kind: str, *, tune_fold, inner_folds: int,
+                          inner_seed: int | None, keep_predictions: bool = False,
+                          side: pd.DataFrame | None = None, session=None) -> ValidationOutcome:
+    """Nested cross-validation: tune inside every outer training part, score its test part.
+
+    Parameters
+    ----------
+    pipeline : sklearn.pipeline.Pipeline
+        Unfitted, with the model spec's parameters (before tuning).
+    tune_fold : callable
+        Picklable ``tune_fold(pipeline, X, y, cv=...)`` returning an outcome with
+        ``best_params`` and ``summary`` (the workflow passes
+        :func:`orchestrator.tuning.tune` bound to the tuning spec, run on the
+        driver of wherever the outer fold runs: its trials run one after another
+        inside the fold's task, so the outer folds run concurrently).
+    inner_folds, inner_seed : int
+        The tuning spec's inner CV; the inner folds are of the same kind as the
+        outer ones (grouped or time-ordered when the outer folds are).
+
+    Returns
+    -------
+    ValidationOutcome
+        ``cv_score`` is the mean outer score; ``details["nested"]`` lists each
+        outer fold's chosen params, inner best score and outer score.
+    """
+    folds = make_folds(spec, kind, X, y, side)
+    inner = {"kind": spec.split_kind, "folds": inner_folds, "seed": inner_seed,
+             "groups": spec.groups, "order_by": spec.order_by, "gap": spec.gap,
+             "max_train_size": spec.max_train_size}
+    tasks = [(pipeline, train, test, scorer, keep_predictions, tune_fold, inner, kind)
+             for train, test in folds]
+    results, placement = _run_folds(_tune_and_score_fold, tasks, (X, y, side), spec, session)
+    predictions = None
+    if keep_predictions:
+        predictions = _concatenate([r["predictions"] for r in results],
+                                   f"outer-fold predictions of {len(folds)}-fold nested "
                                    "cross-validation")
+    metrics = _fold_metrics([r["scores"] for r in results], scorer)
+    nested = [{"fold": index, "best_params": r["best_params"], "inner_score": r["inner_score"],
+               "outer_score": r["scores"].get(scorer.primary), "trials": r["trials"]}
+              for index, r in enumerate(results)]
+    return ValidationOutcome(strategy=spec.strategy, primary_metric=scorer.primary,
+                             cv_score=metrics[scorer.primary]["mean"], metrics=metrics,
+                             rows={"rows": len(y), "folds": len(folds)},
+                             predictions=predictions,
+                             details={"split": spec.settings(), **placement,
+                                      "inner_folds": inner_folds, "nested": nested})
+
+
+# ------------------------------------------------------------------ folds as tasks
+
+
+def _fit_and_score_fold(shared, args) -> dict[str, Any]:
+    """One fold: fit a clone on the training rows, score the test rows (runs anywhere)."""
+    from sklearn.base import clone
+
+    X, y = shared
+    procedure, train, test, scorer, keep_predictions = args
+    model = clone(procedure).fit(X.iloc[train], y.iloc[train])
+    X_test, y_test = X.iloc[test], y.iloc[test]
+    return {"scores": scorer(model, X_test, y_test),
+            "predictions": _predictions(model, X_test, y_test, "") if keep_predictions else None}
+
+
+def _tune_and_score_fold(shared, args) -> dict[str, Any]:
+    """One outer fold of nested CV: tune on its training part, refit, score its test part."""
+    from sklearn.base import clone
+
+    X, y, side = shared
+    pipeline, train, test, scorer, keep_predictions, tune_fold, inner, kind = args
+    X_train, y_train = X.iloc[train], y.iloc[train]
+    side_train = side.iloc[train] if side is not None else None
+    cv = inner_splits(inner, kind, X_train, y_train, side_train)
+    outcome = tune_fold(clone(pipeline), X_train, y_train, cv=cv)
+    model = clone(pipeline).set_params(**outcome.best_params).fit(X_train, y_train)
+    X_test, y_test = X.iloc[test], y.iloc[test]
+    return {"scores": scorer(model, X_test, y_test),
+            "best_params": outcome.summary.get("best_params"),
+            "inner_score": outcome.summary.get("best_score"),
+            "trials": outcome.summary.get("trials_run"),
+            "predictions": _predictions(model, X_test, y_test, "") if keep_predictions else None}
+
+
+def fold_placement(spec: ValidationSpec, n_tasks: int, *, unusable_reason: str | None,
+                   slots: int | None) -> tuple[int, str]:
+    """How many folds run at once on the cluster (0: on the driver), and why.
+
+    Examples
+    --------
+    >>> fold_placement(ValidationSpec(), 5, unusable_reason=None, slots=2)
+    (2, 'on the cluster: 2 folds at once (the session has 2 task slots)')
+    >>> fold_placement(ValidationSpec(), 5, unusable_reason="no SparkSession", slots=None)
+    (0, 'on the driver: no SparkSession')
+    """
+    if spec.on_driver:
+        return 0, "on the driver: validation_params.on_driver is true"
+    if spec.parallelism == 1:
+        return 0, "on the driver: validation_params.parallelism is 1"
+    if unusable_reason is not None:
+        return 0, f"on the driver: {unusable_reason}"
+    if spec.parallelism is not None:
+        parallelism, why = spec.parallelism, "validation_params.parallelism"
+    else:
+        parallelism, why = slots or 1, f"the session has {slots or 1} task slots"
+    parallelism = max(1, min(parallelism, n_tasks))
+    return parallelism, f"on the cluster: {parallelism} folds at once ({why})"
+
+
+def _run_folds(task_fn, tasks: list, shared, spec: ValidationSpec, session):
+    from orchestrator.cluster.tasks import (cluster_unusable_reason, run_on_cluster,
+                                            run_on_driver, task_slots)
+
+    reason = cluster_unusable_reason(session)
+    slots = task_slots(session) if reason is None else None
+    parallelism, where = fold_placement(spec, len(tasks), unusable_reason=reason, slots=slots)
+    logger.info("Validation: %d folds %s", len(tasks), where)
+    started = time.perf_counter()
+    if parallelism:
+        results = run_on_cluster(session, task_fn, tasks, shared, parallelism,
+                                 description="validation fold")
+    else:
+        results = run_on_driver(task_fn, tasks, shared)
+    return results, {"ran": "cluster" if parallelism else "driver", "parallelism":
+                     parallelism or 1, "placement": where,
+                     "wall_time_s": round(time.perf_counter() - started, 3)}
+
+
+def _fold_metrics(fold_scores: list[dict[str, float]], scorer: WorkflowScorer,
+                  ) -> dict[str, dict[str, Any]]:
     metrics: dict[str, dict[str, Any]] = {}
     for name in scorer.metric_names():
-        key = f"test_{name}"
-        if key not in scores:
+        if not all(name in scores for scores in fold_scores):
             continue
-        folds = [float(v) for v in scores[key]]
-        metrics[name] = {"mean": float(np.nanmean(folds)) if not np.all(np.isnan(folds))
-                         else float("nan"),
-                         "std": float(np.nanstd(folds)) if not np.all(np.isnan(folds))
-                         else float("nan"),
+        folds = [float(scores[name]) for scores in fold_scores]
+        empty = np.all(np.isnan(folds))
+        metrics[name] = {"mean": float("nan") if empty else float(np.nanmean(folds)),
+                         "std": float("nan") if empty else float(np.nanstd(folds)),
                          "folds": folds}
-    cv_score = metrics[scorer.primary]["mean"]
-    return ValidationOutcome(strategy="cross_validation", primary_metric=scorer.primary,
-                             cv_score=cv_score, metrics=metrics,
-                             rows={"rows": len(y), "folds": spec.cv_folds},
-                             predictions=predictions)
+    return metrics
+
+
+# ------------------------------------------------------------------ splits
+
+
+def make_folds(spec: ValidationSpec, kind: str, X: pd.DataFrame, y: pd.Series,
+               side: pd.DataFrame | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (train, test) row positions of every fold the spec asks for.
+
+    Raises
+    ------
+    DataError
+        A groups/order_by column missing or with missing values, fewer groups
+        than folds, a class smaller than the folds, or a gap too large for the data.
+    """
+    n_folds = spec.folds
+    if spec.split_kind == "group_k_fold":
+        groups = _side_column(side, spec.groups, "groups")
+        return group_folds(groups, n_folds)
+    if spec.split_kind == "time_series":
+        order = _side_column(side, spec.order_by, "order_by")
+        return time_series_folds(order, n_folds, gap=spec.gap,
+                                 max_train_size=spec.max_train_size)
+    splitter = make_cv_splitter(spec if spec.strategy == "cross_validation"
+                                else ValidationSpec(cv_folds=n_folds, shuffle=spec.shuffle,
+                                                    random_state=spec.random_state), kind, y)
+    return [(np.asarray(train), np.asarray(test)) for train, test in splitter.split(X, y)]
+
+
+def inner_splits(inner: dict[str, Any], kind: str, X: pd.DataFrame, y: pd.Series,
+                 side: pd.DataFrame | None):
+    """Tuning's inner folds of the same kind as the outer ones, or None for tuning's own
+    (shuffled, stratified for classifiers) K-fold.
+
+    ``inner`` holds ``kind``, ``folds``, ``groups``, ``order_by``, ``gap`` and ``max_train_size``.
+    """
+    if inner["kind"] == "group_k_fold":
+        return group_folds(_side_column(side, inner["groups"], "groups"), inner["folds"],
+                           where="tuning's inner folds")
+    if inner["kind"] in ("time_series", "time_ordered_holdout"):
+        return time_series_folds(_side_column(side, inner["order_by"], "order_by"),
+                                 inner["folds"], gap=inner["gap"],
+                                 max_train_size=inner.get("max_train_size"),
+                                 where="tuning's inner folds")
+    return None
+
+
+def inner_split_settings(spec: ValidationSpec, tuning_folds: int, tuning_seed) -> dict[str, Any]:
+    """What :func:`inner_splits` needs to build tuning's folds like the validation's."""
+    return {"kind": spec.split_kind, "folds": tuning_folds, "seed": tuning_seed,
+            "groups": spec.groups, "order_by": spec.order_by, "gap": spec.gap,
+            "max_train_size": spec.max_train_size}
+
+
+def _side_column(side: pd.DataFrame | None, column: str | None, key: str) -> pd.Series:
+    if side is None or column not in side.columns:
+        raise DataError(f"validation_params.{key}: column {column!r} was not loaded with the "
+                        "data; it must be a column of the training data (X or the table).")
+    values = side[column]
+    missing = int(values.isna().sum())
+    if missing:
+        raise DataError(f"validation_params.{key}: column {column!r} has {missing} missing "
+                        f"value(s) of {len(values)}; every row needs one to be "
+                        f"{'grouped' if key == 'groups' else 'ordered'}.")
+    return values
+
+
+def group_folds(groups: pd.Series, n_folds: int, *, where: str = "validation",
+                ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """GroupKFold folds: no value of ``groups`` on both sides of any fold.
+
+    Examples
+    --------
+    >>> folds = group_folds(pd.Series(["a", "a", "b", "b", "c", "c"]), 3)
+    >>> sorted(len(test) for _, test in folds)
+    [2, 2, 2]
+    """
+    from sklearn.model_selection import GroupKFold
+
+    n_groups = int(groups.nunique())
+    if n_groups < n_folds:
+        raise DataError(f"{where}: column {groups.name!r} has {n_groups} distinct group(s), "
+                        f"fewer than the {n_folds} folds; lower the folds or group more finely.")
+    positions = np.arange(len(groups))
+    return [(np.asarray(train), np.asarray(test)) for train, test in
+            GroupKFold(n_splits=n_folds).split(positions, groups=np.asarray(groups))]
+
+
+def time_series_folds(order: pd.Series, n_folds: int, *, gap: int = 0,
+                      max_train_size: int | None = None, where: str = "validation",
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """TimeSeriesSplit folds over the rows sorted by ``order`` (ties keep row order).
+
+    Every test fold is later than its training rows, ``gap`` rows in between.
+
+    Examples
+    --------
+    >>> folds = time_series_folds(pd.Series([5, 1, 4, 2, 3, 0]), 2)
+    >>> [(train.tolist(), test.tolist()) for train, test in folds]
+    [([5, 1], [3, 4]), ([5, 1, 3, 4], [2, 0])]
+    """
+    from sklearn.model_selection import TimeSeriesSplit
+
+    n = len(order)
+    test_size = n // (n_folds + 1)
+    first_train = n - n_folds * test_size - gap
+    if test_size < 1 or first_train < 1:
+        raise DataError(f"{where}: {n} rows cannot make {n_folds} time-ordered folds with "
+                        f"gap={gap}: each test fold would have {test_size} row(s) and the first "
+                        f"training part {max(first_train, 0)}; lower the folds or the gap.")
+    ranked = np.argsort(np.asarray(order), kind="stable")
+    splitter = TimeSeriesSplit(n_splits=n_folds, gap=gap, max_train_size=max_train_size)
+    return [(ranked[train], ranked[test]) for train, test in splitter.split(ranked)]
+
+
+def ordered_holdout(order: pd.Series, test_size: float, gap: int,
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the training rows and of the latest ``test_size`` rows, ``gap`` between.
+
+    Examples
+    --------
+    >>> train, test = ordered_holdout(pd.Series([3, 0, 2, 1, 4]), 0.4, 1)
+    >>> train.tolist(), test.tolist()
+    ([1, 3], [0, 4])
+    """
+    n = len(order)
+    n_test = int(np.ceil(test_size * n))
+    n_train = n - n_test - gap
+    if n_train < 2 or n_test < 1:
+        raise DataError(f"validation: test_size={test_size} and gap={gap} of {n} rows leave "
+                        f"{max(n_train, 0)} training and {n_test} hold-out rows; lower the gap "
+                        "or the test_size.")
+    ranked = np.argsort(np.asarray(order), kind="stable")
+    return ranked[:n_train], ranked[n - n_test:]
 
 
 def score_holdout(model, X_test: pd.DataFrame, y_test: pd.Series, scorer: WorkflowScorer,

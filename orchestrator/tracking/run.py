@@ -241,6 +241,7 @@ class Tracker:
                 if prefix == "tuning_result" and isinstance(summary.get("best_params"), Mapping):
                     params.update({f"tuning_result.best_params.{k}": v
                                    for k, v in summary["best_params"].items()})
+        params.update(validation_params(results.get("validation_details")))
         self.log_params(params)
 
     def _log_result_metrics(self, results: Mapping[str, Any]) -> None:
@@ -281,6 +282,10 @@ class Tracker:
                 values = calibration.get(when, calibration.get(f"metrics_{when}")) or {}
                 for name, value in flat_numbers(values).items():
                     add(f"calibration/{when}/{name}", value)
+        details = results.get("validation_details") or {}
+        for fold in details.get("nested") or [] if isinstance(details, Mapping) else []:
+            add("nested/outer_score", fold.get("outer_score"), int(fold.get("fold", 0)))
+            add("nested/inner_score", fold.get("inner_score"), int(fold.get("fold", 0)))
         for step_name, seconds in (results.get("timings") or {}).items():
             add(f"timing/{step_name}_s", seconds)
         self._log_metric_entities(items)
@@ -293,6 +298,9 @@ class Tracker:
 
     def _log_result_artifacts(self, results: Mapping[str, Any]) -> None:
         client = self.client()
+        if results.get("validation_details"):
+            client.log_dict(self.run_id, yaml_safe(redact(dict(results["validation_details"]))),
+                            "validation_details.json")
         for name in ("tuning_summary", "calibration_summary"):
             if isinstance(results.get(name), Mapping):
                 client.log_dict(self.run_id, yaml_safe(redact(dict(results[name]))), f"{name}.json")
@@ -629,3 +637,27 @@ def child_run(parent: Tracker | RunContext | None, name: str, *,
             except tracking_errors() as exc:
                 logger.warning("MLflow: child run %s not marked %s: %s", child.run_id, status,
                                exc)
+
+
+def validation_params(details: Mapping[str, Any] | None) -> dict[str, Any]:
+    """MLflow params of the validation: split settings, where the folds ran, and each
+    nested outer fold's chosen params (``validation_result.nested.fold<i>.<param>``).
+
+    Examples
+    --------
+    >>> validation_params({"split": {"kind": "time_series", "gap": 2}, "ran": "cluster",
+    ...                    "nested": [{"fold": 0, "best_params": {"C": 1.0}}]})
+    ... # doctest: +NORMALIZE_WHITESPACE
+    {'validation_result.split.kind': 'time_series', 'validation_result.split.gap': 2,
+     'validation_result.ran': 'cluster', 'validation_result.nested.fold0.C': 1.0}
+    """
+    if not isinstance(details, Mapping):
+        return {}
+    params = {f"validation_result.split.{k}": v for k, v in (details.get("split") or {}).items()}
+    for key in ("ran", "parallelism"):
+        if details.get(key) is not None:
+            params[f"validation_result.{key}"] = details[key]
+    for fold in details.get("nested") or []:
+        for name, value in (fold.get("best_params") or {}).items():
+            params[f"validation_result.nested.fold{fold.get('fold')}.{name}"] = value
+    return params

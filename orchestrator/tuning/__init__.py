@@ -130,7 +130,7 @@ class TuningOutcome:
 
 def tune(pipeline, X, y, spec: TuningSpec, *, model_spec, scoring, spark=None,
          progress: Callable[[TuningProgress], None] | None = None,
-         mlflow_parent_run_id: str | None = None) -> TuningOutcome:
+         mlflow_parent_run_id: str | None = None, cv=None) -> TuningOutcome:
     """Search the spec's space for the pipeline parameters with the best CV score.
 
     Parameters
@@ -153,6 +153,9 @@ def tune(pipeline, X, y, spec: TuningSpec, *, model_spec, scoring, spark=None,
     mlflow_parent_run_id : str, optional
         Kept for callers; the tracker logs every trial as a child run of its
         workflow run from ``summary["trials"]``, whatever the backend.
+    cv : list of (train, test) positions, optional
+        The inner folds (grouped or time-ordered, like the workflow's validation);
+        default: ``cv_folds`` shuffled folds, stratified for classifiers.
 
     Returns
     -------
@@ -186,7 +189,7 @@ def tune(pipeline, X, y, spec: TuningSpec, *, model_spec, scoring, spark=None,
                 len(spec.search_space), backend, why, spec.algo, metric_name, spec.max_evals)
     monitor = TrialMonitor(rounds=spec.early_stopping_rounds, max_evals=spec.max_evals,
                             metric=metric_name, progress=progress, started=started)
-    cv = make_cv(spec, model_spec)
+    cv = make_cv(spec, model_spec) if cv is None else list(cv)
 
     ran = None
     if backend == "connect" or (backend == "optuna" and any_session is not None):
