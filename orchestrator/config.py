@@ -33,6 +33,7 @@ from orchestrator.specs.problems import Problems
 
 TOP_LEVEL_KEYS = ("features", "model", "data", "feature_store", "validation", "tuning",
                   "calibration", "mlflow", "output_dir", "spark", "name", "description")
+TOP_LEVEL_KEYS += ("promotion",)  # the promotion gate (orchestrator.specs.promotion)
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _URI_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
@@ -129,6 +130,11 @@ def parse_config(raw: Any, *, base_dir: Path, environ: Mapping[str, str] | None 
     problems.unknown_keys(raw, TOP_LEVEL_KEYS, "config")
     resolved = resolve_env(dict(raw), os.environ if environ is None else environ, problems)
     resolved = _resolve_paths(resolved, base_dir)
+    promotion = resolved.get("promotion")
+    if isinstance(promotion, Mapping) and isinstance(promotion.get("rows"), Mapping) \
+            and isinstance(promotion["rows"].get("path"), str):
+        resolved["promotion"] = {**promotion, "rows": {
+            **promotion["rows"], "path": resolve_path(promotion["rows"]["path"], base_dir)}}
     validation = resolved.get("validation") or {}
     if not isinstance(validation, Mapping):
         problems.expected("config.validation", "a mapping {strategy: ..., params: {...}}",
@@ -159,6 +165,7 @@ def parse_config(raw: Any, *, base_dir: Path, environ: Mapping[str, str] | None 
         "tuning_spec": resolved.get("tuning"),
         "calibration_spec": resolved.get("calibration"),
         "mlflow_spec": resolved.get("mlflow"),
+        "promotion_spec": resolved.get("promotion"),
         "output_dir": resolved.get("output_dir"),
     }
     conf = {str(k): str(v) for k, v in spark_conf.items()}

@@ -195,6 +195,8 @@ class WorkflowResult:
     pos_label: Any = None
     evaluation: dict | None = None
     summary_text: str | None = None
+    #: The promotion gate's decision, both models' metrics and the deciding rule.
+    promotion: dict | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         # The steps hand over plain dicts; the result keeps them typed.

@@ -117,6 +117,15 @@ def get_workflow_summary(results: WorkflowResult | Mapping[str, Any]) -> str:
         if logged.get(key) is not None:
             lines.append(f"{key + ':':<15}{logged[key]}")
 
+    if results.promotion:
+        promotion = results.promotion
+        lines += _section("Promotion")
+        moved = "moved" if promotion.get("alias_moved") else "not moved"
+        lines.append(f"decision:      {promotion.get('decision')} (alias "
+                     f"{promotion.get('alias')!r} {moved})")
+        for key in ("rule", "reason", "rows", "candidate_version", "champion_version"):
+            if promotion.get(key) is not None:
+                lines.append(f"{key + ':':<15}{promotion[key]}")
     warnings = results.warnings or []
     lines += _section(f"Warnings ({len(warnings)})")
     lines += [f"  [{w.step}] {w.reason}" for w in warnings] or ["  none"]

@@ -209,6 +209,7 @@ def run_ml_workflow(feature_specs: Any, model_spec: Any, X: Any = None, y: Any =
                     validation_params: dict | None = None, tuning_spec: Any = None,
                     calibration_spec: Any = None, mlflow_spec: Any = None,
                     feature_store_spec: Any = None, data_spec: Any = None, spark: Any = None,
+                    promotion_spec: Any = None,
                     output_dir: str | Path | None = None,
                     resolved_config: dict | None = None) -> WorkflowResult:
     """Run the whole training workflow described by the specs.
@@ -266,6 +267,7 @@ def run_ml_workflow(feature_specs: Any, model_spec: Any, X: Any = None, y: Any =
                         validation_params=validation_params, data_spec=data_spec,
                         tuning_spec=tuning_spec, calibration_spec=calibration_spec,
                         mlflow_spec=mlflow_spec, feature_store_spec=feature_store_spec,
+                        promotion_spec=promotion_spec,
                         data_given=X is not None or y is not None)
     output = Path(output_dir) if output_dir is not None else Path(
         tempfile.mkdtemp(prefix="orchestrator-run-"))
@@ -423,9 +425,62 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: Workflo
                 results.mlflow_model = logged
                 for reason in logged.get("warnings", []):
                     results.warn("mlflow_logging", reason)
+            if specs.promotion is not None:
+                _promote(specs, spark, results, tracker, scorer, X_test, y_test)
             results.summary_text = get_workflow_summary(results)
             _degrade("mlflow_report", results, lambda: tracker.log_report(results))
     results.summary_text = get_workflow_summary(results)
+
+
+def _promote(specs: WorkflowSpecs, spark, results: WorkflowResult, tracker, scorer, X_test,
+             y_test) -> None:
+    """The promotion gate (in step 7): the alias moves only when this model beats the one
+    holding it, both scored here on the same rows; any failure keeps the alias (fail closed)."""
+    from orchestrator.steps.calibration import probability_metrics
+    from orchestrator.tracking.promotion import REJECTED, log_promotion, run_promotion_gate
+
+    def score(model, X, y):
+        values = dict(scorer(model, X, y))
+        if results.task != "regression" and hasattr(model, "predict_proba"):
+            values.update(probability_metrics(y, model.predict_proba(X), model.classes_))
+        return values
+
+    def gate():
+        if specs.promotion.uses_holdout:
+            X_eval, y_eval = X_test, y_test
+            rows = f"train_test hold-out, {len(y_test)} rows"
+        else:  # read once the champion's columns are known
+            X_eval, y_eval, rows = (lambda needed: _promotion_rows(specs, spark, needed)), None, ""
+        return run_promotion_gate(
+            tracker, specs.promotion, candidate_model=results.pipeline,
+            candidate_version=(results.mlflow_model or {}).get("model_version"), X=X_eval,
+            y=y_eval, score=score, metric=specs.promotion.metric or results.primary_metric,
+            rows_description=rows)
+
+    ok, outcome = _degrade("promotion", results, gate)
+    if not ok:
+        outcome = {"decision": REJECTED, "rule": "the gate ran", "alias_moved": False,
+                   "alias": specs.promotion.alias, "reason": "fail closed: the gate could not "
+                   f"run ({outcome.reason}); the alias was not moved"}
+        log_promotion(tracker, outcome)
+    results.promotion = outcome
+
+
+def _promotion_rows(specs: WorkflowSpecs, spark, champion_columns):
+    """The promotion section's Delta table of evaluation rows, read like ``data``."""
+    from orchestrator.io.training_data import load_training_data
+    from orchestrator.specs.data import DataSpec
+
+    rows = specs.promotion.rows
+    label = rows.label or (specs.data.label if specs.data is not None
+                           else specs.feature_store.labels.label)
+    columns = list(dict.fromkeys([*feature_columns(specs.features), *champion_columns]))
+    loaded = load_training_data(_require_spark(spark, "promotion.rows"), DataSpec(
+        path=rows.path, table=rows.table, version=rows.version, label=label,
+        filter=rows.filter), feature_columns=columns)
+    described = (f"{rows.location} @ version {loaded.lineage.get('delta_version')}, "
+                 f"{len(loaded.y)} rows")
+    return loaded.X.loc[:, columns], loaded.y, described
 
 
 def _plot_tuning_history(summary: dict, output: Path, results: WorkflowResult) -> None:

@@ -95,6 +95,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser, *, config_flag: bool = F
                         "active, as on Databricks")
     parser.add_argument("--output-dir", help="where plots and artifacts go (overrides the "
                         "config's output_dir)")
+    parser.add_argument("--fail-on-reject", action="store_true", help="exit 1 when the "
+                        "config's promotion gate rejects the model (default: exit 0 either way)")
 
 
 def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
@@ -167,7 +169,7 @@ def command_validate(config_path: str) -> int:
 
 
 def command_run(config_path: str, *, master: str | None = None,
-                output_dir: str | None = None) -> int:
+                output_dir: str | None = None, fail_on_reject: bool = False) -> int:
     from orchestrator.entrypoints.training import run_config
     from orchestrator.summary import get_workflow_summary
 
@@ -179,6 +181,11 @@ def command_run(config_path: str, *, master: str | None = None,
     # For a train-then-score job: the score task reads {{tasks.train.values.model_version}}.
     for key, value in training_task_values(results).items():
         set_task_value(key, value)
+    promotion = results.promotion or {}
+    if fail_on_reject and promotion.get("decision") == "rejected":
+        print(f"error: the promotion gate rejected the model: {promotion.get('reason')}",
+              file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -257,7 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _guarded(lambda: command_validate(args.config))
     if args.command == "run":
         return _guarded(lambda: command_run(args.config, master=args.master,
-                                            output_dir=args.output_dir))
+                                            output_dir=args.output_dir,
+                                            fail_on_reject=args.fail_on_reject))
     if args.command == "score":
         return _guarded(lambda: command_score(args))
     return _guarded(lambda: command_demo_data(args.output, customers=args.customers,
@@ -273,7 +281,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     return _guarded(lambda: command_run(args.config, master=args.master,
-                                        output_dir=args.output_dir))
+                                        output_dir=args.output_dir,
+                                        fail_on_reject=args.fail_on_reject))
 
 
 def score_main(argv: Sequence[str] | None = None) -> int:

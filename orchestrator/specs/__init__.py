@@ -23,6 +23,11 @@ from orchestrator.specs.features import (
 from orchestrator.specs.mlflow import MLflowSpec, parse_mlflow_spec
 from orchestrator.specs.model import ModelSpec, parse_model_spec
 from orchestrator.specs.problems import Problems
+from orchestrator.specs.promotion import (
+    PromotionSpec,
+    check_promotion_context,
+    parse_promotion_spec,
+)
 from orchestrator.specs.tuning import TuningSpec, parse_tuning_spec
 from orchestrator.specs.validation import (
     ValidationSpec,
@@ -41,6 +46,7 @@ __all__ = [
     "CalibrationSpec",
     "MLflowSpec",
     "FeatureStoreSpec",
+    "PromotionSpec",
     "Problems",
     "did_you_mean",
 ]
@@ -58,6 +64,7 @@ class WorkflowSpecs:
     calibration: CalibrationSpec | None = None
     mlflow: MLflowSpec | None = None
     feature_store: FeatureStoreSpec | None = None
+    promotion: PromotionSpec | None = None
 
 
 def _typed_or_parsed(raw: Any, spec_type: type, parse, *args):
@@ -68,7 +75,8 @@ def parse_specs(*, feature_specs: Any, model_spec: Any,
                 validation_strategy: str = "cross_validation",
                 validation_params: Any = None, data_spec: Any = None, tuning_spec: Any = None,
                 calibration_spec: Any = None, mlflow_spec: Any = None,
-                feature_store_spec: Any = None, data_given: bool = False) -> WorkflowSpecs:
+                feature_store_spec: Any = None, promotion_spec: Any = None,
+                data_given: bool = False) -> WorkflowSpecs:
     """Validate all specs of a job at once.
 
     Parameters
@@ -107,6 +115,9 @@ def parse_specs(*, feature_specs: Any, model_spec: Any,
     mlflow = _typed_or_parsed(mlflow_spec, MLflowSpec, parse_mlflow_spec, problems, model)
     feature_store = _typed_or_parsed(feature_store_spec, FeatureStoreSpec,
                                      parse_feature_store_spec, problems, model)
+    promotion = _typed_or_parsed(promotion_spec, PromotionSpec, parse_promotion_spec, problems,
+                                 model)
+    check_promotion_context(promotion, mlflow, validation, problems)
     check_nested_needs_tuning(validation, tuning is not None, problems)
 
     sources = [name for name, spec in (("data_spec", data), ("feature_store_spec", feature_store))
@@ -135,4 +146,4 @@ def parse_specs(*, feature_specs: Any, model_spec: Any,
     problems.raise_if_any()
     return WorkflowSpecs(features=features, model=model, validation=validation, data=data,
                          tuning=tuning, calibration=calibration, mlflow=mlflow,
-                         feature_store=feature_store)
+                         promotion=promotion, feature_store=feature_store)
