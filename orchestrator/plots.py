@@ -26,7 +26,7 @@ _DPI = 110
 _TOP_FEATURES = 20
 
 __all__ = ["plot_classification_curves", "plot_feature_importance", "plot_reliability_diagram",
-           "plot_residuals", "plot_tuning_history"]
+           "plot_residuals", "plot_shap_summary", "plot_threshold_curve", "plot_tuning_history"]
 
 
 def plot_reliability_diagram(before: ReliabilityCurve | None, after: ReliabilityCurve | None,
@@ -253,3 +253,78 @@ def plot_feature_importance(names: np.ndarray, values: np.ndarray, label: str,
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
     return _save(figure, path)
+
+
+def plot_threshold_curve(thresholds: np.ndarray, scores: np.ndarray, best_threshold: float,
+                         path: str | Path, *, score_label: str, title: str) -> Path:
+    """The cross-validated score of every candidate decision threshold, the chosen one marked.
+
+    Parameters
+    ----------
+    thresholds, scores : array
+        ``TunedThresholdClassifierCV.cv_results_`` (mean score over its folds).
+    best_threshold : float
+    path : str or Path
+    score_label, title : str
+        What the score is (a metric, or minus the expected cost) and the figure title.
+
+    Returns
+    -------
+    Path
+    """
+    thresholds = np.asarray(thresholds, dtype=float)
+    scores = np.asarray(scores, dtype=float)
+    figure, axes = _figure(7, 4.5)
+    axes.plot(thresholds, scores, color="tab:blue", linewidth=1.8, label="cross-validated score")
+    best_score = float(np.interp(best_threshold, thresholds, scores)) if \
+        np.all(np.diff(thresholds) >= 0) else float(np.max(scores))
+    axes.axvline(best_threshold, color="tab:red", linestyle="--",
+                 label=f"chosen threshold {best_threshold:.3f}")
+    axes.scatter([best_threshold], [best_score], color="tab:red", zorder=3)
+    axes.set(xlabel="decision threshold", ylabel=score_label, title=title)
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="best", fontsize=9)
+    return _save(figure, Path(path))
+
+
+def plot_shap_summary(values: np.ndarray, features: np.ndarray, names: np.ndarray,
+                      path: str | Path, *, title: str = "SHAP summary") -> Path:
+    """A SHAP summary (beeswarm) plot drawn without pyplot: one row per feature, the
+    largest mean |SHAP| at the top, each point a row coloured by its feature value.
+
+    Parameters
+    ----------
+    values : array (rows, features)
+        SHAP values.
+    features : array (rows, features)
+        The feature values the model saw (preprocessed).
+    names : array of str
+    path : str or Path
+
+    Returns
+    -------
+    Path
+    """
+    values = np.asarray(values, dtype=float)
+    features = np.asarray(features, dtype=float)
+    order = np.argsort(np.abs(values).mean(axis=0))[::-1][:_TOP_FEATURES]
+    rng = np.random.default_rng(0)
+    figure, axes = _figure(8, max(3.0, 0.38 * len(order) + 1.6))
+    scatter = None
+    for row, index in enumerate(order[::-1]):
+        column = features[:, index]
+        span = np.nanmax(column) - np.nanmin(column) if np.isfinite(column).any() else 0.0
+        colour = (column - np.nanmin(column)) / span if span > 0 else np.full(len(column), 0.5)
+        jitter = rng.uniform(-0.3, 0.3, size=len(column))
+        scatter = axes.scatter(values[:, index], row + jitter, c=colour, cmap="coolwarm",
+                               vmin=0, vmax=1, s=8, alpha=0.7, linewidths=0)
+    shown = [str(n) if len(str(n)) <= 45 else str(n)[:42] + "..." for n in names[order[::-1]]]
+    axes.set_yticks(range(len(order)), shown)
+    axes.axvline(0, color="grey", linewidth=0.8)
+    axes.set(xlabel="SHAP value (impact on the model's raw output)", title=title)
+    if scatter is not None:
+        bar = figure.colorbar(scatter, ax=axes, ticks=[0, 1])
+        bar.ax.set_yticklabels(["low", "high"])
+        bar.set_label("feature value")
+    axes.grid(axis="x", alpha=0.3)
+    return _save(figure, Path(path))

@@ -32,6 +32,12 @@ ESTIMATOR_REGISTRY: dict[str, str] = {
     "random_forest_regressor": "sklearn.ensemble.RandomForestRegressor",
     "gradient_boosting_regressor": "sklearn.ensemble.GradientBoostingRegressor",
     "hist_gradient_boosting_regressor": "sklearn.ensemble.HistGradientBoostingRegressor",
+    "xgboost": "xgboost.XGBClassifier",
+    "xgboost_classifier": "xgboost.XGBClassifier",
+    "xgboost_regressor": "xgboost.XGBRegressor",
+    "lightgbm": "lightgbm.LGBMClassifier",
+    "lightgbm_classifier": "lightgbm.LGBMClassifier",
+    "lightgbm_regressor": "lightgbm.LGBMRegressor",
 }
 ALLOWED_MODULE_PREFIXES = ("sklearn.", "xgboost.", "lightgbm.")
 TASKS = ("classification", "regression")
@@ -40,7 +46,7 @@ DEFAULT_METRICS = {"binary": "roc_auc", "multiclass": "f1_macro", "regression": 
 # Scorers that only make sense for one task (sklearn scorer names).
 _REGRESSION_ONLY_PREFIXES = ("r2", "neg_mean", "neg_root_mean", "neg_median", "explained_variance",
                              "max_error", "neg_max_error", "d2_")
-_MODEL_KEYS = ("estimator", "params", "task", "metric", "pos_label")
+_MODEL_KEYS = ("estimator", "params", "task", "metric", "pos_label", "class_weight")
 _PROBABILITY_METRICS = ("neg_log_loss", "neg_brier_score")
 
 
@@ -62,6 +68,9 @@ class ModelSpec:
         the task, decided once the labels are known.
     pos_label : object or None
         The positive class of a binary task.
+    class_weight : "balanced", dict or None
+        Class weights for imbalanced classes, set as the estimator's own
+        ``class_weight`` parameter (only estimators that have one accept it).
     """
 
     estimator: str
@@ -70,13 +79,19 @@ class ModelSpec:
     task: str = "classification"
     metric: str | None = None
     pos_label: Any = None
+    class_weight: Any = None
 
     def estimator_class(self) -> type:
         return load_estimator_class(self.class_path)
 
     def make_estimator(self, **overrides: Any):
         """A new unfitted estimator with the spec's params and ``overrides``."""
-        return self.estimator_class()(**{**self.params, **overrides})
+        params = dict(self.params)
+        if self.class_weight is not None:
+            params["class_weight"] = (dict(self.class_weight)
+                                      if isinstance(self.class_weight, Mapping)
+                                      else self.class_weight)
+        return self.estimator_class()(**{**params, **overrides})
 
 
 def load_estimator_class(class_path: str) -> type:
@@ -88,6 +103,12 @@ def load_estimator_class(class_path: str) -> type:
 def estimator_param_names(cls: type) -> list[str]:
     """The constructor parameters of an estimator class (sklearn's own rule)."""
     get_names = getattr(cls, "_get_param_names", None)
+    if _takes_extra_params(cls):
+        # XGBClassifier's signature is (objective, **kwargs); its get_params lists the rest.
+        try:
+            return list(cls().get_params(deep=False))
+        except TypeError:
+            pass
     if get_names is not None:
         return list(get_names())
     signature = inspect.signature(cls.__init__)
@@ -127,6 +148,14 @@ def _resolve_class(name: str, where: str, problems: Problems) -> tuple[str, type
     return path, cls
 
 
+def _takes_extra_params(cls: type) -> bool:
+    """True for xgboost's and lightgbm's estimators, whose ``**kwargs`` reach the booster."""
+    if not cls.__module__.startswith(("xgboost.", "lightgbm.")):
+        return False
+    signature = inspect.signature(cls.__init__)
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+
+
 def infer_task(cls: type) -> str | None:
     from sklearn.base import is_classifier, is_regressor
 
@@ -139,6 +168,15 @@ def infer_task(cls: type) -> str | None:
     if is_regressor(instance):
         return "regression"
     return None
+
+
+def _is_clusterer(cls: type) -> bool:
+    from sklearn.base import is_clusterer
+
+    try:
+        return bool(is_clusterer(cls()))
+    except TypeError:
+        return False
 
 
 def metric_fits_task(metric: str, task: str) -> bool:
@@ -169,10 +207,16 @@ def parse_model_spec(raw: object, problems: Problems) -> ModelSpec | None:
 
     known = estimator_param_names(cls)
     for key in params:
-        if key not in known:
+        # xgboost and lightgbm take their native parameters (verbose, ...) as **kwargs.
+        if key not in known and not _takes_extra_params(cls):
             problems.add(f"{where}.params", f"{cls.__name__} has no parameter {key!r}"
                          f"{did_you_mean(key, known)}.")
     inferred = infer_task(cls)
+    if inferred is None and _is_clusterer(cls):
+        problems.add(f"{where}.estimator", f"{cls.__name__} is a clustering estimator; the "
+                     "workflow trains classifiers and regressors (it needs labels to learn "
+                     "from), so choose one of those.")
+        return None
     if task is None:
         task = inferred
         if task is None:
@@ -197,17 +241,54 @@ def parse_model_spec(raw: object, problems: Problems) -> ModelSpec | None:
                      f"{cls.__name__} has no predict_proba; choose another metric or add "
                      "calibration.")
 
+    class_weight = _check_class_weight(raw.get("class_weight"), cls, params, task, where,
+                                       problems)
+
     if not problems or all(not m.startswith(where) for m in problems.messages):
         try:
-            instance = cls(**params)
+            instance = cls(**params, **({} if class_weight is None
+                                        else {"class_weight": class_weight}))
             # sklearn checks parameter values at fit time; check them now, against its own table.
             check_values = getattr(instance, "_validate_params", None)
-            if check_values is not None:
+            # xgboost/lightgbm inherit _validate_params but have no constraints table.
+            if check_values is not None and hasattr(instance, "_parameter_constraints"):
                 check_values()
         except (TypeError, ValueError) as exc:
             problems.add(f"{where}.params", f"{cls.__name__} rejected the params: {exc}")
     return ModelSpec(estimator=name, class_path=path, params=dict(params), task=task,
-                     metric=metric, pos_label=pos_label)
+                     metric=metric, pos_label=pos_label, class_weight=class_weight)
+
+
+def _check_class_weight(value: object, cls: type, params: Mapping, task: str, where: str,
+                        problems: Problems) -> Any:
+    """``class_weight``: "balanced" or a mapping of class -> positive weight, for an
+    estimator that has its own ``class_weight`` parameter; None after a problem."""
+    if value is None:
+        return None
+    key = f"{where}.class_weight"
+    if task == "regression":
+        problems.add(key, "class_weight applies to classification only; remove it.")
+        return None
+    if "class_weight" not in estimator_param_names(cls):
+        hint = (" For XGBClassifier use params.scale_pos_weight (the negative/positive row "
+                "ratio) instead." if cls.__name__ == "XGBClassifier" else "")
+        problems.add(key, f"{cls.__name__} has no class_weight parameter, so class weights "
+                     "cannot be set on it; choose an estimator that has one (e.g. "
+                     "logistic_regression, random_forest, hist_gradient_boosting, lightgbm) "
+                     f"or remove class_weight.{hint}")
+        return None
+    if "class_weight" in params:
+        problems.add(key, "class_weight is given both here and in params; keep one.")
+        return None
+    if value == "balanced":
+        return "balanced"
+    if isinstance(value, Mapping) and value and all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0
+            for w in value.values()):
+        return dict(value)
+    problems.expected(key, "'balanced' or a mapping of class label to a positive weight, "
+                      "e.g. {0: 1, 1: 10}", value)
+    return None
 
 
 def check_metric(metric: object, task: str, where: str, problems: Problems) -> str | None:

@@ -126,8 +126,9 @@ class _Predictions:
         def compute():
             if self.kind == "regression":
                 return np.asarray(self.estimator.predict(self.X), dtype=float)
-            if self.proba is not None:
-                # Same rule as predict for probabilistic classifiers, without a second pass.
+            # Same rule as predict for probabilistic classifiers, without a second pass; a
+            # tuned decision threshold (TunedThresholdClassifierCV) is not argmax: its predict.
+            if self.proba is not None and not hasattr(self.estimator, "best_threshold_"):
                 return self.classes[np.argmax(self.proba, axis=1)]
             return self.estimator.predict(self.X)
         return self._get("pred", compute)

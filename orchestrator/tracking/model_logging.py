@@ -33,7 +33,18 @@ MODEL_NAME = "model"
 BUILTIN_TRUSTED_PREFIXES = ("orchestrator.", "sklearn.")
 
 
-BUILTIN_TRUSTED_TYPES = ("numpy.dtype",)
+# xgboost's and lightgbm's scikit-learn estimators and their boosters: skops rebuilds a booster
+# through its own __setstate__, which loads the library's native model format (xgboost's
+# serialized buffer, lightgbm's model string), never a pickle. Exact names only: no other type
+# of those packages is trusted. Checked with xgboost 3.2 and lightgbm 4.7 (tests/test_ml_breadth.py
+# loads both back and compares predictions).
+BUILTIN_TRUSTED_TYPES = ("numpy.dtype",
+                         "xgboost.core.Booster", "xgboost.sklearn.XGBClassifier",
+                         "xgboost.sklearn.XGBRegressor",
+                         "lightgbm.basic.Booster", "lightgbm.sklearn.LGBMClassifier",
+                         "lightgbm.sklearn.LGBMRegressor",
+                         # lightgbm keeps its params in an OrderedDict.
+                         "collections.OrderedDict")
 
 
 # A library whose types appear in the model is pinned in the model's requirements.
@@ -103,6 +114,12 @@ def _pip_requirements(type_names: list[str]) -> list[str]:
         top = name.split(".")[0]
         if top in _PIP_NAMES and _PIP_NAMES[top] not in packages:
             packages.append(_PIP_NAMES[top])
+    if "xgboost" in packages:
+        # The CPU-only wheel (xgboost-cpu) provides the same module without the CUDA libraries.
+        try:
+            metadata.version("xgboost")
+        except metadata.PackageNotFoundError:
+            packages[packages.index("xgboost")] = "xgboost-cpu"
     pinned = []
     for package in packages:
         try:
