@@ -48,7 +48,8 @@ def did_you_mean(name: object, candidates: Iterable[str]) -> str:
         lowered = {c.lower(): c for c in candidates}
         if name.lower() in lowered:
             matches = [lowered[name.lower()]]
-    return f" (did you mean {matches[0]!r}?)" if matches else ""
+    # A candidate equal to the name differs only in type (the integer 0 vs "0"): no help.
+    return f" (did you mean {matches[0]!r}?)" if matches and matches[0] != name else ""
 
 
 class OrchestratorError(Exception):

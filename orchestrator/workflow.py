@@ -271,6 +271,7 @@ def run_ml_workflow(feature_specs: Any, model_spec: Any, X: Any = None, y: Any =
                         data_given=X is not None or y is not None)
     output = Path(output_dir) if output_dir is not None else Path(
         tempfile.mkdtemp(prefix="orchestrator-run-"))
+    _check_output_space(output)
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -283,7 +284,70 @@ def run_ml_workflow(feature_specs: Any, model_spec: Any, X: Any = None, y: Any =
 
     with _tracking(specs, config, results) as tracker:
         _run_steps(specs, X, y, spark, output, results, tracker)
+    if "local_model" in results.artifacts:
+        # Logging failed: the summary (with why, and how to end the run) is kept beside it.
+        from orchestrator.summary import get_workflow_summary
+
+        results.summary_text = get_workflow_summary(results)
+        _degrade("local_save", results, lambda: _write_text(
+            output / "summary.txt", results.summary_text, results, "local_summary"))
     return results
+
+
+#: Below this, a full disk would fail the run after training (plots, the model): refuse first.
+_MIN_FREE_BYTES = 1 << 20
+
+
+def _check_output_space(output: Path) -> None:
+    import shutil
+
+    existing = output.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # checked before anything is created
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError:
+        return  # not a local file system (a FUSE or object-store mount): nothing to tell
+    if free < _MIN_FREE_BYTES:
+        raise StepError(f"output_dir: {str(output)!r} has only {free // 1024} KiB free (the "
+                        "disk is full); plots and the model are written there, so free some "
+                        "space or choose another output_dir. Nothing was trained.")
+
+
+def _write_text(path: Path, text: str, results: WorkflowResult, key: str) -> None:
+    path.write_text(text)
+    results.artifacts[key] = str(path)
+
+
+def _save_model_locally(results: WorkflowResult, output: Path, X_sample,
+                        trusted_types: tuple[str, ...] = ()) -> None:
+    """When MLflow logging failed, keep the fitted model under ``output/model`` (MLflow's
+    sklearn format with skops, as it would have been logged, loadable with
+    ``mlflow.pyfunc.load_model``), so nothing trained is lost."""
+    def save():
+        import mlflow.sklearn
+
+        from orchestrator.tracking.model_logging import to_model_input, trusted_model_types
+
+        trusted, untrusted = trusted_model_types(results.pipeline, tuple(trusted_types))
+        if untrusted:
+            raise StepError(f"the model holds types not trusted for skops loading "
+                            f"({', '.join(untrusted)}); list them in mlflow_spec.trusted_types")
+
+        target = output / "model"
+        if target.exists():  # a previous run's fallback: keep it under a new name
+            target = Path(tempfile.mkdtemp(prefix="model-", dir=output))
+            target.rmdir()
+        mlflow.sklearn.save_model(
+            results.pipeline, str(target), input_example=to_model_input(X_sample),
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+            skops_trusted_types=trusted or None)
+        results.artifacts["local_model"] = str(target)
+        results.warn("mlflow_logging", f"the model was not logged to MLflow; it is saved "
+                     f"locally at {target} and the summary at {output / 'summary.txt'}")
+        logger.warning("MLflow logging failed: model saved locally at %s", target)
+
+    _degrade("local_save", results, save)
 
 
 @contextlib.contextmanager
@@ -302,6 +366,8 @@ def _tracking(specs: WorkflowSpecs, config: dict, results: WorkflowResult) -> It
     results.mlflow_run_id = tracker.run_id
     with tracker.guard():
         yield tracker
+    if tracker.end_error:
+        results.warn("mlflow_tracking", tracker.end_error)
 
 
 def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: WorkflowResult,
@@ -421,6 +487,9 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: Workflo
             results.summary_text = get_workflow_summary(results)
             ok, logged = _degrade("mlflow_logging", results, lambda: tracker.log_results(
                 results, X_sample=X.head(200), y_sample=y.head(200), output_dir=output))
+            if not ok:
+                _save_model_locally(results, output, X.head(200), specs.mlflow.trusted_types)
+                tracker.end("FAILED")  # the run lacks its model: never FINISHED
             if ok and logged:
                 results.mlflow_model = logged
                 for reason in logged.get("warnings", []):

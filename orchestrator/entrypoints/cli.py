@@ -128,6 +128,8 @@ def command_score(args: argparse.Namespace) -> int:
     keep = [c.strip() for c in args.keep_columns.split(",") if c.strip()] \
         if args.keep_columns else None
     spark = get_spark("orchestrator-score", master=args.master)
+    if not logger.isEnabledFor(logging.DEBUG):
+        _mute_spark()
     result = score_table(spark, args.model_uri, args.input, args.output,
                          input_version=args.input_version, keep_columns=keep)
     model = (f"{result.model_name} v{result.model_version}" if result.model_version
@@ -145,10 +147,17 @@ def command_score(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _mute_spark() -> None:
+    from orchestrator.entrypoints.process import mute_spark_console_errors
+
+    mute_spark_console_errors()
+
+
 def _quiet_spark(spark) -> None:
     """Spark logs WARN and above, so our step lines stand out from its INFO chatter."""
     from pyspark.errors import PySparkException
 
+    _mute_spark()
     try:
         spark.sparkContext.setLogLevel("WARN")
     except PySparkException:
@@ -156,10 +165,11 @@ def _quiet_spark(spark) -> None:
 
 
 def command_validate(config_path: str) -> int:
-    from orchestrator.config import load_config, validate_config
+    from orchestrator.config import load_config
+    from orchestrator.entrypoints.training import validate_job
 
     config = load_config(config_path)
-    specs = validate_config(config)
+    specs = validate_job(config)
     optional = [name for name in ("tuning", "calibration", "mlflow")
                 if getattr(specs, name) is not None]
     print(f"{config_path}: valid. {len(specs.features)} feature spec(s), model "
@@ -194,6 +204,8 @@ def command_demo_data(output: str, *, customers: int, seed: int, master: str | N
     from orchestrator.io.session import get_spark
 
     spark = get_spark("orchestrator-demo-data", master=master)
+    if not logger.isEnabledFor(logging.DEBUG):
+        _mute_spark()
     tables = write_demo_tables(spark, output, n_customers=customers, seed=seed)
     for name, location in tables.items():
         print(f"{name}: {location}")
@@ -236,7 +248,14 @@ _TRUST_COMMANDS = {"report": command_report}
 
 
 def _guarded(action) -> int:
-    """Run a command; user mistakes become one clear message and an exit code."""
+    """Run a command; every failure becomes one clear message on stderr and an exit code.
+
+    2 for bad input (a spec, config or argument), 1 for a step that failed. Our
+    errors carry their own message; the errors libraries raise for expected
+    reasons (Spark analysis errors, a JVM that cannot start, MLflow, the file
+    system) are shown as their first line, without the Java or Python trace,
+    which ``--log-level DEBUG`` still logs.
+    """
     from orchestrator.entrypoints.process import termination_signals_raise
 
     try:
@@ -249,6 +268,58 @@ def _guarded(action) -> int:
         logger.debug("job failed", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place a library's trace becomes a line
+        logger.debug("job failed", exc_info=True)
+        print(f"error: {library_error_message(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def library_error_message(exc: BaseException) -> str:
+    """One line for an error raised inside Spark, py4j, MLflow or the OS.
+
+    Examples
+    --------
+    >>> library_error_message(PermissionError(13, "Permission denied", "/out"))
+    "cannot access '/out': Permission denied (PermissionError)"
+    """
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"cannot access {str(exc.filename)!r}: {exc.strerror} ({type(exc).__name__})"
+    text = ""
+    java = getattr(exc, "java_exception", None)
+    if java is not None:
+        try:
+            text = str(java.toString())
+        except Exception:  # noqa: BLE001 - the JVM may be gone; fall back to the Python text
+            text = ""
+    if not text:
+        get_message = getattr(exc, "getMessage", None)
+        try:
+            text = str(get_message()) if callable(get_message) else str(exc)
+        except Exception:  # noqa: BLE001
+            text = str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # Java traces and py4j's preamble carry no news for a user: keep the first real line.
+    lines = [line for line in lines if not line.startswith(("at ", "py4j.", "Traceback",
+                                                             "File \"", "JVM stacktrace"))]
+    first = lines[0] if lines else type(exc).__name__
+    if len(first) > 500:
+        first = first[:497] + "..."
+    return f"{first} ({type(exc).__name__})"
+
+
+def _check_master(parser: argparse.ArgumentParser, master: str | None) -> None:
+    """A malformed --master is an argument error (exit 2), not a JVM trace."""
+    if master is None:
+        return
+    from orchestrator.config import master_url_problem
+
+    problem = master_url_problem(master)
+    if problem:
+        parser.error(f"--master: {problem}")
+
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -257,6 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "demo-data" and args.customers < 1:
         parser.error(f"--customers: expected a positive integer, got {args.customers}")
+    _check_master(parser, getattr(args, "master", None))
     setup_logging(args.log_level)
     if args.command in _TRUST_COMMANDS:
         return _guarded(lambda: _TRUST_COMMANDS[args.command](args))
@@ -279,6 +351,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     _add_run_arguments(parser, config_flag=True)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
+    _check_master(parser, args.master)
     setup_logging(args.log_level)
     return _guarded(lambda: command_run(args.config, master=args.master,
                                         output_dir=args.output_dir,
@@ -293,6 +366,7 @@ def score_main(argv: Sequence[str] | None = None) -> int:
     _add_score_arguments(parser)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
+    _check_master(parser, args.master)
     setup_logging(args.log_level)
     return _guarded(lambda: command_score(args))
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["bound_mlflow_requests", "termination_signals_raise"]
+__all__ = ["bound_mlflow_requests", "mute_spark_console_errors", "termination_signals_raise"]
 
 
 @contextlib.contextmanager
@@ -56,3 +56,17 @@ def bound_mlflow_requests(timeout_s: float, environ: Mapping[str, str] | None = 
     target = os.environ if environ is None else environ
     for name, value in bounded_http_env(timeout_s).items():
         target.setdefault(name, value)
+
+
+def mute_spark_console_errors() -> None:
+    """Keep PySpark's query-context loggers off the console.
+
+    When a DataFrame operation fails (a filter naming a missing column), PySpark
+    logs the error as one JSON line with the Java stack trace to stderr, through
+    loggers of its own that do not propagate; the job then reports the same error
+    as one clear message. Raising their level keeps only ours.
+    """
+    from pyspark.logger import PySparkLogger
+
+    for name in ("DataFrameQueryContextLogger", "SQLQueryContextLogger"):
+        PySparkLogger.getLogger(name).setLevel(logging.CRITICAL + 1)

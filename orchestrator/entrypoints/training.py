@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable
 from typing import Any
+
+
+# Training only reads tables: a lookup of a missing metastore table must not leave an empty
+# spark-warehouse/ in the working directory (a session we create; the config may override).
+_LOCAL_WAREHOUSE = {"spark.sql.warehouse.dir": os.path.join(tempfile.gettempdir(),
+                                                            "orchestrator-spark-warehouse")}
 
 
 def run_config(config_path: str, *, spark: Any = None, master: str | None = None,
@@ -37,11 +45,11 @@ def run_config(config_path: str, *, spark: Any = None, master: str | None = None
     --------
     >>> results = run_config("conf/demo.yml")  # doctest: +SKIP
     """
-    from orchestrator.config import load_config, validate_config
+    from orchestrator.config import load_config
     from orchestrator.workflow import run_ml_workflow
 
     config = load_config(config_path)
-    specs = validate_config(config)  # every spec problem before Spark starts
+    specs = validate_job(config)  # every spec problem before Spark starts
     if specs.mlflow is not None:
         from orchestrator.entrypoints.process import bound_mlflow_requests
 
@@ -50,10 +58,37 @@ def run_config(config_path: str, *, spark: Any = None, master: str | None = None
         from orchestrator.io.session import get_spark
 
         spark = get_spark("orchestrator-train", master=master or config.spark_master,
-                          conf=config.spark_conf)
+                          conf={**_LOCAL_WAREHOUSE, **config.spark_conf})
         if on_session is not None:
             on_session(spark)
     kwargs = dict(config.workflow_kwargs)
     if output_dir:
-        kwargs["output_dir"] = output_dir
+        kwargs["output_dir"] = os.path.expanduser(output_dir)
     return run_ml_workflow(**kwargs, spark=spark, resolved_config=dict(config.resolved))
+
+
+def validate_job(config):
+    """Validate a loaded config's specs, then the search space against the built pipeline.
+
+    Reads no data and starts no Spark.
+
+    Returns
+    -------
+    WorkflowSpecs
+
+    Raises
+    ------
+    SpecError
+        Every problem at once.
+    """
+    from orchestrator.config import validate_config
+    from orchestrator.errors import SpecError
+    from orchestrator.steps.pipeline import build_ml_pipeline, search_space_problems
+
+    specs = validate_config(config)
+    if specs.tuning is not None:
+        problems = search_space_problems(build_ml_pipeline(specs.features, specs.model),
+                                         specs.tuning)
+        if problems:
+            raise SpecError(problems)
+    return specs

@@ -151,6 +151,9 @@ def _missing_path_message(path: str, *, where: str = "data_spec") -> str:
     if "://" not in local and os.path.isdir(local):
         return (f"{where}.path: {path!r} exists but is not a Delta table (it has no "
                 "_delta_log); write it with format('delta') or point to the table directory.")
+    if "://" not in local and os.path.exists(local):
+        return (f"{where}.path: {path!r} is a file, not a Delta table; a Delta table is a "
+                "directory holding _delta_log/ and Parquet files: give that directory.")
     hint = ""
     parent = os.path.dirname(os.path.normpath(local))
     if "://" not in local and os.path.isdir(parent or "."):

@@ -90,6 +90,8 @@ class Tracker:
         self.run_id = run_id
         self.experiment_id = experiment_id
         self.status: str | None = None
+        #: Why :meth:`end` could not end the run (with the command that ends it), or None.
+        self.end_error: str | None = None
         self._lock = threading.Lock()
 
     @property
@@ -386,8 +388,12 @@ class Tracker:
             self.client().set_terminated(self.run_id, status)
             logger.info("MLflow: run %s ended %s", self.run_id, status)
         except tracking_errors() as exc:
-            logger.warning("MLflow tracking: could not mark run %s as %s: %s", self.run_id,
-                           status, exc)
+            # The server is gone: the run would stay RUNNING. Say exactly how to end it.
+            self.end_error = (
+                f"could not mark run {self.run_id} as {status} ({redact_text(str(exc))[:200]}); "
+                f"it shows RUNNING until ended: once the server is back, run "
+                f"{end_run_command(redact_text(self.tracking_uri), self.run_id, status)}")
+            logger.warning("MLflow tracking: %s", self.end_error)
 
 
 # ----------------------------------------------------------------------------- starting
@@ -427,6 +433,14 @@ def start_tracking(spec: MLflowSpec, *, resolved_config: Mapping[str, Any]) -> T
     """
     tracking_uri = resolve_tracking_uri(spec)
     shown = redact_text(tracking_uri)
+    # Names are identifiers (redacting one would file the run elsewhere): one that holds
+    # something credential-like is refused before anything is sent.
+    for key in ("experiment_name", "registered_model_name", "model_alias"):
+        name = getattr(spec, key)
+        if name and redact_text(name) != name:
+            raise TrackingError(f"mlflow_spec.{key} looks like it contains a credential "
+                                f"({redact_text(name)!r}); MLflow shows names to everyone "
+                                "who can read the experiment, so nothing was sent. Rename it.")
     started = time.monotonic()
     # Checked before importing mlflow, so an unreachable server is reported in ~timeout_s.
     check_tracking_reachable(tracking_uri, spec.timeout_s)
@@ -487,6 +501,18 @@ def _experiment_id(client, name: str | None) -> str:
 
 
 # ----------------------------------------------------------------------------- run status
+
+
+def end_run_command(tracking_uri: str, run_id: str, status: str = "FAILED") -> str:
+    """The shell command that ends a run left RUNNING (e.g. by a server that went away).
+
+    Examples
+    --------
+    >>> print(end_run_command("http://127.0.0.1:5000", "abc"))
+    python -c "import mlflow; mlflow.MlflowClient('http://127.0.0.1:5000').set_terminated('abc', 'FAILED')"
+    """
+    return (f'python -c "import mlflow; mlflow.MlflowClient({tracking_uri!r})'
+            f'.set_terminated({run_id!r}, {status!r})"')
 
 
 @contextlib.contextmanager
