@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -156,9 +157,11 @@ def run_on_cluster(session, task_fn: Callable[[Any, Any], Any], task_args_list: 
             failed.set()
             raise ClusterTaskError(f"{description} {index + 1} failed: {outcome['error']}",
                                    remote_traceback=outcome.get("traceback"))
+        progress.one_done()
         return outcome["value"]
 
     workers = max(1, min(int(parallelism), len(task_args_list)))
+    progress = _Progress(description, len(task_args_list))
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cluster-task")
     try:
         futures = [pool.submit(run_one, index) for index in range(len(task_args_list))]
@@ -184,7 +187,28 @@ def run_on_driver(task_fn: Callable[[Any, Any], Any], task_args_list: Sequence[A
                   shared: Any) -> list[Any]:
     """The same tasks one after another in this process (identical results)."""
     task = SharedTask(task_fn, value=shared)
-    return [task(args) for args in task_args_list]
+    progress = _Progress("task", len(task_args_list))
+    results = []
+    for args in task_args_list:
+        results.append(task(args))
+        progress.one_done()
+    return results
+
+
+class _Progress:
+    """One "Progress: k/n <what> done" line per finished task (the console thins them out)."""
+
+    def __init__(self, what: str, total: int):
+        self.what, self.total, self.done = what, total, 0
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+
+    def one_done(self) -> None:
+        with self._lock:
+            self.done += 1
+            done = self.done
+        logger.info("Progress: %d/%d %s done, %.1f s elapsed", done, self.total, self.what,
+                    time.monotonic() - self._started)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -47,7 +47,7 @@ class ConsoleFilter(logging.Filter):
     True
     """
 
-    PROGRESS_PREFIXES = ("Tuning: %d/%d trials done",)
+    PROGRESS_PREFIXES = ("Tuning: %d/%d trials done", "Progress: %d/%d")
 
     def __init__(self, *, progress_every_s: float = 5.0, clock=time.monotonic):
         super().__init__()
