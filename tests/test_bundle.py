@@ -74,7 +74,7 @@ def test_bundle_is_valid_against_the_official_databricks_schema():
     done = subprocess.run([sys.executable, str(VALIDATOR), "databricks.yml"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "valid (3 jobs, 2 targets)" in done.stdout
+    assert "valid (4 jobs, 2 targets)" in done.stdout
 
 
 def test_targets_dev_is_the_default_development_target_and_prod_is_production(bundle):
@@ -124,15 +124,16 @@ def test_wheel_task_parameters_parse_with_the_entry_points_own_parsers(bundle, m
     from orchestrator.entrypoints import cli
 
     seen = {}
-    monkeypatch.setattr(cli, "command_run", lambda config, **kw: seen.setdefault("run", config)
-                        and 0)
+    monkeypatch.setattr(cli, "command_run", lambda config, **kw: seen.update(run=config, **kw)
+                        or 0)
     monkeypatch.setattr(cli, "command_score", lambda args: seen.setdefault("score", args) and 0)
     for job_key, task in _wheel_tasks(bundle):
         params = [_substitute(p, bundle) for p in task["python_wheel_task"]["parameters"]]
         seen.clear()
         if task["python_wheel_task"]["entry_point"] == "orchestrator-train":
             assert cli.train_main(params) == 0
-            assert seen["run"].endswith("/conf/databricks.yml")
+            assert seen["run"].endswith(("/conf/databricks.yml", "/conf/databricks_promote.yml"))
+            assert seen["fail_on_reject"] is ("--fail-on-reject" in params)
         else:
             assert cli.score_main(params) == 0
             assert seen["score"].output.endswith(".churn_predictions"), job_key
@@ -148,7 +149,7 @@ def test_every_config_path_exists_in_the_repository_and_is_a_valid_job_config(bu
             value = params[params.index("--config") + 1]
             assert value.startswith("${workspace.file_path}/"), value
             configs.add(value.removeprefix("${workspace.file_path}/"))
-    assert configs == {"conf/databricks.yml"}
+    assert configs == {"conf/databricks.yml", "conf/databricks_promote.yml"}
     for relative in configs:
         path = ROOT / relative
         assert path.is_file(), f"{relative} is referenced by the bundle but does not exist"
@@ -159,13 +160,13 @@ def test_every_config_path_exists_in_the_repository_and_is_a_valid_job_config(bu
 def test_job_clusters_use_an_ml_runtime_in_dedicated_access_mode(bundle):
     clusters = [cluster for job in bundle["resources"]["jobs"].values()
                 for cluster in job["job_clusters"]]
-    assert len(clusters) == 3
+    assert len(clusters) == 4
     for cluster in clusters:
         new = cluster["new_cluster"]
         assert new["data_security_mode"] in ("SINGLE_USER", "DATA_SECURITY_MODE_DEDICATED")
         assert "-ml-" in _substitute(new["spark_version"], bundle)
-    referenced = set(re.findall(r"\$\{var\.([\w-]+)\}",
-                                (ROOT / "resources" / "jobs.yml").read_text()))
+    referenced = {name for path in (ROOT / "resources").glob("*.yml")
+                  for name in re.findall(r"\$\{var\.([\w-]+)\}", path.read_text())}
     assert referenced <= set(bundle["variables"])
 
 
@@ -182,3 +183,35 @@ def test_train_then_score_scores_the_version_the_train_task_publishes(bundle):
         "model_uri": "models:/m-1", "registered_model_name": "c.s.m", "model_version": "7"}})
     assert published["model_version"] == "7"
     assert tasks["train"]["python_wheel_task"]["entry_point"] == "orchestrator-train"
+
+
+def test_train_promote_score_scores_the_alias_only_after_the_gate_passed(bundle):
+    """train_and_promote runs the promotion config with --fail-on-reject (a rejection fails
+    the task, so the dependent score task never runs) and score reads the model at the alias
+    the gate moves: a rejected model is never scored. That run --fail-on-reject exits 1 on a
+    real rejection is tested in test_promotion.py; that train_main passes the flag on, in
+    test_wheel_task_parameters_parse_with_the_entry_points_own_parsers."""
+    from orchestrator.config import load_config, validate_config
+
+    job = bundle["resources"]["jobs"]["train_promote_score"]
+    assert [t["task_key"] for t in job["tasks"]] == ["train_and_promote", "score"]
+    train, score = job["tasks"]
+    assert "depends_on" not in train
+    assert score["depends_on"] == [{"task_key": "train_and_promote"}]
+    assert train["python_wheel_task"]["entry_point"] == "orchestrator-train"
+    assert score["python_wheel_task"]["entry_point"] == "orchestrator-score"
+    train_params = train["python_wheel_task"]["parameters"]
+    assert "--fail-on-reject" in train_params
+    model_uri = score["python_wheel_task"]["parameters"][
+        score["python_wheel_task"]["parameters"].index("--model-uri") + 1]
+    assert model_uri == "models:/${var.catalog}.${var.schema}.${var.model_name}@${var.model_alias}"
+
+    # The gate moves the alias the score task reads, in the model the train task registers.
+    env = job["job_clusters"][0]["new_cluster"]["spark_env_vars"]
+    environ = {key: _substitute(value, bundle) for key, value in env.items()}
+    config_path = ROOT / train_params[train_params.index("--config") + 1].removeprefix(
+        "${workspace.file_path}/")
+    specs = validate_config(load_config(config_path, environ=environ))
+    assert specs.promotion is not None and specs.mlflow.model_alias is None
+    uri = _substitute(model_uri, bundle)
+    assert uri == f"models:/{specs.mlflow.registered_model_name}@{specs.promotion.alias}"
