@@ -28,6 +28,8 @@ __all__ = [
     "TrackingUnavailableError",
     "ModelLoggingError",
     "CalibrationError",
+    "ReproductionError",
+    "PinnedVersionUnavailableError",
     "did_you_mean",
 ]
 
@@ -183,3 +185,19 @@ class CalibrationError(OrchestratorError, ValueError):
     A ``ValueError`` too, as scikit-learn raises for bad input, so that
     ``except ValueError`` and scikit-learn's own checks treat it as one.
     """
+
+
+class ReproductionError(OrchestratorError):
+    """A logged run cannot be re-run as it ran, or its reproduction disagrees with it."""
+
+
+class PinnedVersionUnavailableError(DataError, ReproductionError):
+    """A Delta version a run read can no longer be read (its files were vacuumed).
+
+    ``location`` and ``version`` name the table and the version.
+    """
+
+    def __init__(self, message: str, *, location: str, version: int):
+        super().__init__(message)
+        self.location = location
+        self.version = version
