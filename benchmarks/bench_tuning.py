@@ -17,6 +17,11 @@ It prints, side by side, with the same trials and seed:
 3. per-trial overhead with 10k and with 1M training rows (goal: no growth,
    since the rows are broadcast once per run).
 
+The ``connect`` part repeats 1-3 on a Spark Connect session (``remote("local[2]")``,
+its server in-process) through :mod:`orchestrator.tuning.connect_backend`: the
+same TPE points and seed for 1 and 3, the same sleeping trials for 2, with the
+ratio to the classic figures.
+
 Each part runs in its own process (one SparkContext per process), and the
 machine's load average is printed with the figures.
 """
@@ -199,22 +204,119 @@ def part_ours() -> dict:
     return report
 
 
+def _connect_session():
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # The in-process Connect server's workers import the package from the driver's PYTHONPATH.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    from pyspark.sql import SparkSession
+
+    from orchestrator.cluster import worker_spark_conf
+
+    builder = SparkSession.builder.remote("local[2]").appName("bench-tuning-connect")
+    for key, value in worker_spark_conf("local[2]").items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
+def _connect_tune(spark, X, y, n_trials, folds=3):
+    """The TPE search of part 1 (same space and seed) through the Connect backend."""
+    import math
+    import time as _time
+
+    from sklearn.model_selection import StratifiedKFold
+
+    from orchestrator.specs.tuning import Distribution, TuningSpec
+    from orchestrator.tuning.connect_backend import run_on_cluster_runner
+    from orchestrator.tuning.objective import TrialMonitor
+
+    spec = TuningSpec(search_space={"C": Distribution("loguniform", low=math.exp(-5),
+                                                      high=math.exp(3))},
+                      max_evals=n_trials, parallelism=2, seed=SEED)
+    pipeline = _lr_pipeline()
+    monitor = TrialMonitor(rounds=None, max_evals=n_trials, metric="roc_auc", progress=None,
+                           started=_time.perf_counter())
+    started = _time.perf_counter()
+    records, _, _ = run_on_cluster_runner(
+        spark, pipeline, X, y, spec, "roc_auc",
+        StratifiedKFold(folds, shuffle=True, random_state=SEED), monitor,
+        library="hyperopt", slots=2)
+    wall = round(_time.perf_counter() - started, 2)
+    ok = [r for r in records if r["status"] == "ok"]
+    overhead = [r["wall_s"] - r["duration_s"] for r in ok]
+    return {"wall_s": wall, "trials_ok": len(ok),
+            "median_overhead_s": round(statistics.median(overhead), 3),
+            "median_objective_s": round(statistics.median(r["duration_s"] for r in ok), 3),
+            "median_book_to_finish_s": round(statistics.median(r["wall_s"] for r in ok), 3)}
+
+
+def _sleep_task(shared, seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def part_connect() -> dict:
+    from hyperopt import Trials
+
+    from orchestrator.cluster.connect import ConnectTaskRunner
+
+    spark = _connect_session()
+    report = {}
+    X, y = _data(2000)
+    _connect_tune(spark, X, y, 2)  # warm the Python workers, as the classic session's daemon
+    report["connect_overhead"] = _connect_tune(spark, X, y, N_TRIALS)
+
+    n = 12
+    with ConnectTaskRunner(spark, None, parallelism=2) as runner:
+        runner.map(_sleep_task, [0.0, 0.0])
+        started = time.perf_counter()
+        results = runner.map(_sleep_task, [1.0] * n)
+        connect_wall = round(time.perf_counter() - started, 2)
+    local_wall = _run(Trials(), SleepObjective(1.0), _space(), n)
+    report["connect_sleep_1s_trials"] = {
+        "trials": n, "connect_p2_wall_s": connect_wall, "sequential_wall_s": local_wall,
+        "ratio": round(connect_wall / local_wall, 3),
+        "median_overhead_s": round(statistics.median(r.wall_s - r.duration_s
+                                                     for r in results), 3)}
+    for rows in (10_000, 1_000_000):
+        Xr, yr = _data(rows)
+        report[f"connect_rows_{rows}"] = _connect_tune(spark, Xr, yr, 6, folds=2)
+    spark.stop()
+    return report
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("stock", "ours"))
+    parser.add_argument("--part", choices=("stock", "ours", "connect"))
     args = parser.parse_args(argv)
     if args.part:
-        result = part_stock() if args.part == "stock" else part_ours()
+        result = {"stock": part_stock, "ours": part_ours, "connect": part_connect}[args.part]()
         print("RESULT " + json.dumps(result))
         return
     report = {"load_average_before": os.getloadavg()}
-    for part in ("stock", "ours"):
+    for part in ("stock", "ours", "connect"):
         out = subprocess.run([sys.executable, __file__, "--part", part], capture_output=True,
                              text=True, check=True)
         line = next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))
         report.update(json.loads(line[len("RESULT "):]))
+    report["connect_vs_classic"] = {
+        "overhead_ratio": _ratio(report["connect_overhead"]["median_overhead_s"],
+                                 report["broadcast_sparktrials"]["median_overhead_s"]),
+        "sleep_p2_ratio_connect": report["connect_sleep_1s_trials"]["ratio"],
+        "sleep_p2_ratio_classic": report["sleep_1s_trials"]["ratio"],
+        "overhead_1m_over_10k_connect": _ratio(
+            report["connect_rows_1000000"]["median_overhead_s"],
+            report["connect_rows_10000"]["median_overhead_s"]),
+        "overhead_1m_over_10k_classic": _ratio(
+            report["rows_1000000"]["median_overhead_s"],
+            report["rows_10000"]["median_overhead_s"])}
     report["load_average_after"] = os.getloadavg()
     print(json.dumps(report, indent=2))
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b else None
 
 
 if __name__ == "__main__":

@@ -83,6 +83,8 @@ TASK_CANCELLED = "cancelled"
 
 #: Bytes per row of the staged data (Arrow batches and gRPC messages stay small).
 CHUNK_BYTES = 4 * 1024 * 1024
+#: Chunks per Spark write of the staged data (each write is one client request).
+CHUNKS_PER_WRITE = 4
 #: Runs whose shared data a Python worker keeps in memory (the newest ones).
 WORKER_CACHE_RUNS = 2
 
@@ -366,11 +368,14 @@ class ConnectTaskRunner:
         blob = cloudpickle.dumps(self.shared, protocol=pickle.HIGHEST_PROTOCOL)
         chunks = [blob[i:i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
         path = f"{directory}/run_{self.run_id}"
-        frame = pd.DataFrame({"chunk": range(len(chunks)), "data": chunks})
+        schema = _struct((("chunk", "long"), ("data", "binary")))
         try:
-            schema = _struct((("chunk", "long"), ("data", "binary")))
-            (self.session.createDataFrame(frame, schema)
-             .coalesce(1).write.mode("overwrite").parquet(path))
+            # A few chunks per request: one 88 MB local relation resets Connect's gRPC stream.
+            for first in range(0, len(chunks), CHUNKS_PER_WRITE):
+                part = chunks[first:first + CHUNKS_PER_WRITE]
+                frame = pd.DataFrame({"chunk": range(first, first + len(part)), "data": part})
+                (self.session.createDataFrame(frame, schema).coalesce(1).write
+                 .mode("overwrite" if first == 0 else "append").parquet(path))
         except Exception as exc:
             raise ClusterTaskError(
                 f"could not stage the shared data ({len(blob) / 1e6:.1f} MB) at {path}: "
