@@ -258,9 +258,25 @@ def _guarded(action) -> int:
     """
     from orchestrator.entrypoints.process import termination_signals_raise
 
+    received: list[int] = []
     try:
-        with termination_signals_raise():
+        with termination_signals_raise() as received:
             return action()
+    except Exception as exc:  # noqa: BLE001 - sorted below
+        if received:  # stopped by SIGTERM, whatever the interrupted library made of it
+            logger.debug("stopped by signal %s", received[0], exc_info=True)
+            print(f"error: stopped by signal {received[0]} (SIGTERM)", file=sys.stderr)
+            return 128 + received[0]
+        return _report_failure(exc)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def _report_failure(exc: Exception) -> int:
+    """One line on stderr for ``exc``; the exit code: 2 bad input, 1 a failed step."""
+    try:
+        raise exc
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_SPEC
@@ -268,9 +284,6 @@ def _guarded(action) -> int:
         logger.debug("job failed", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
     except Exception as exc:  # noqa: BLE001 - the one place a library's trace becomes a line
         logger.debug("job failed", exc_info=True)
         print(f"error: {library_error_message(exc)}", file=sys.stderr)

@@ -19,7 +19,7 @@ __all__ = ["bound_mlflow_requests", "mute_spark_console_errors", "termination_si
 
 
 @contextlib.contextmanager
-def termination_signals_raise() -> Iterator[None]:
+def termination_signals_raise() -> Iterator[list[int]]:
     """Within the block, SIGTERM raises ``SystemExit(143)`` (SIGINT stays ``KeyboardInterrupt``).
 
     So a job stopped by its scheduler unwinds like an interrupted one: the
@@ -27,21 +27,25 @@ def termination_signals_raise() -> Iterator[None]:
     Delta commit is left half-made. Only in the main thread, and only when
     SIGTERM still has its default handler; the previous handler is restored.
     """
+    # The signals received, for the caller: a SystemExit raised inside a py4j call can
+    # surface as a Py4JError (the connection is left mid-answer), yet the job was stopped.
+    received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield received
         return
     previous = signal.getsignal(signal.SIGTERM)
     if previous not in (signal.SIG_DFL, None):
-        yield
+        yield received
         return
 
     def on_sigterm(signum, frame):
+        received.append(signum)
         logger.warning("SIGTERM received; stopping")
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        yield
+        yield received
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
