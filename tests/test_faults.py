@@ -6,6 +6,7 @@
   validation, logging);
 * the output directory's disk full (a small tmpfs; skipped where mounting is
   not allowed).
+* a Spark Python worker SIGKILLed in the middle of a tuning trial.
 
 Two scoring jobs on the same input and model at once are covered by
 tests/test_scoring.py::test_dotted_column_names_and_concurrent_jobs_write_each_row_once.
@@ -183,13 +184,15 @@ def test_a_run_reads_one_version_while_a_writer_commits(spark, tmp_path):
 # ---------------------------------------------------------------- SIGTERM in each step
 
 
-_SIGTERM_STEPS = {  # step -> the config lines that make it last several seconds
-    "data_loading": "",
-    "tuning": ("tuning: {backend: local, max_evals: 200, cv_folds: 3, search_space: "
-               "{max_depth: {dist: randint, low: 8, high: 12}}}\n"),
-    "training": "",
-    "validation": "",
-    "mlflow_logging": "",
+_NO_VALIDATION = "validation: {strategy: none}\n"
+_SIGTERM_STEPS = {  # step -> the config lines that reach it soon and make it last seconds
+    "data_loading": _NO_VALIDATION,
+    "tuning": _NO_VALIDATION + (
+        "tuning: {backend: local, max_evals: 200, cv_folds: 3, search_space: "
+        "{max_depth: {dist: randint, low: 8, high: 12}}}\n"),
+    "training": _NO_VALIDATION,
+    "validation": "validation: {strategy: cross_validation, params: {cv_folds: 3}}\n",
+    "mlflow_logging": _NO_VALIDATION,  # logging a 300-tree forest (and its signature) takes s
 }
 
 
@@ -213,7 +216,6 @@ def test_sigterm_in_each_step_exits_143_and_ends_the_run_killed(step, sigterm_ta
         "features: [{columns: [f0, f1, f2, f3, f4, f5], type: numeric}]\n"
         "model: {estimator: random_forest, params: {n_estimators: 300, n_jobs: 1}}\n"
         f"data: {{path: {sigterm_table}, label: label}}\n"
-        "validation: {strategy: cross_validation, params: {cv_folds: 5}}\n"
         f"mlflow: {{tracking_uri: '{store}', experiment_name: sigterm}}\n"
         f"output_dir: {tmp_path / 'out'}\n" + _SIGTERM_STEPS[step])
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
@@ -277,3 +279,53 @@ def test_full_output_disk_is_a_clear_error_naming_the_directory(full_disk, tmp_p
     # Nothing else damaged: the other file on that disk is intact, nothing is left beside it.
     assert filler.read_bytes() == b"\x01" * (1024 * 1024 - 64 * 1024)
     assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
+
+
+# ---------------------------------------------------------------- worker killed mid-trial
+
+
+@pytest.mark.spark
+@pytest.mark.classic_only("kills a classic Python worker forked by the local daemon")
+def test_a_worker_killed_in_a_tuning_trial_is_one_failed_trial(spark):
+    from pyspark import cloudpickle
+    from sklearn.pipeline import Pipeline
+
+    import _fault_estimators
+    from orchestrator.specs import parse_specs
+    from orchestrator.steps.metrics import MetricScorer
+    from orchestrator.steps.pipeline import build_preprocessor
+    from orchestrator.tuning import tune
+
+    # Specs name only scikit-learn's own classes, so the killing model is put in by hand.
+    cloudpickle.register_pickle_by_value(_fault_estimators)
+    specs = parse_specs(
+        feature_specs=FEATURES, model_spec={"estimator": "logistic_regression"},
+        tuning_spec={"backend": "spark", "max_evals": 6, "parallelism": 2, "seed": 3,
+                     "cv_folds": 2, "algo": "random",
+                     "search_space": {"C": {"dist": "loguniform", "low": 0.01, "high": 10}}},
+        data_given=True)
+    import dataclasses
+
+    from orchestrator.specs.tuning import Distribution
+
+    space = {**specs.tuning.search_space,
+             "kill_worker": Distribution(kind="choice", options=(0, 1))}
+    tuning = dataclasses.replace(specs.tuning, search_space=space)
+    pipeline = Pipeline([("preprocess", build_preprocessor(specs.features)),
+                         ("model", _fault_estimators.WorkerKillingClassifier(
+                             driver_pid=os.getpid()))])
+    frame = _frame(300)
+    outcome = tune(pipeline, frame.drop(columns="label"), frame["label"], tuning,
+                   model_spec=specs.model, scoring=MetricScorer("binary", "roc_auc", 1),
+                   spark=spark)
+    summary = outcome.summary
+    trials = summary["trials"]
+    killed = [t for t in trials if t["params"]["kill_worker"] == 1]
+    assert killed, "the seed drew no killing trial; the test would prove nothing"
+    assert summary["trials_run"] == 6 and len(trials) == 6  # the search went on
+    for trial in killed:  # each killed worker is exactly one failed trial, with the reason
+        assert trial["status"] == "fail" and trial["error"], trial
+    finished = [t for t in trials if t["status"] == "ok"]
+    assert finished and all(t["params"]["kill_worker"] == 0 for t in finished)
+    assert outcome.best_params["model__kill_worker"] == 0
+    assert summary["best_score"] == max(t["score"] for t in finished)
