@@ -16,6 +16,7 @@ Top-level keys::
     mlflow: {...}
     output_dir: output/demo    # plots and other artifacts
     spark: {master: "local[*]", conf: {...}}   # only used when no session is active
+                               # (or remote: sc://host:15002 | local[2] for Spark Connect)
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class JobConfig:
     spark_master: str | None = None
     spark_conf: Mapping[str, str] = field(default_factory=dict)
 
+    spark_remote: str | None = None
     def needs_spark(self) -> bool:
         return bool(self.resolved.get("data") or self.resolved.get("feature_store"))
 
@@ -189,7 +191,7 @@ def parse_config(raw: Any, *, base_dir: Path, environ: Mapping[str, str] | None 
     if not isinstance(spark_section, Mapping):
         problems.expected("config.spark", "a mapping {master: ..., conf: {...}}", spark_section)
         spark_section = {}
-    problems.unknown_keys(spark_section, ("master", "conf"), "config.spark")
+    problems.unknown_keys(spark_section, ("master", "remote", "conf"), "config.spark")
     spark_conf = spark_section.get("conf") or {}
     if not isinstance(spark_conf, Mapping):
         problems.expected("config.spark.conf", "a mapping of Spark settings", spark_conf)
@@ -199,6 +201,14 @@ def parse_config(raw: Any, *, base_dir: Path, environ: Mapping[str, str] | None 
         problems.add("config.spark.master", master_url_problem(master))
         master = None
     for key, value in spark_conf.items():
+    remote = spark_section.get("remote")
+    if remote is not None and (not isinstance(remote, str) or not remote.strip()):
+        problems.expected("config.spark.remote", "a Spark Connect URL such as sc://host:15002 "
+                          "or local[2]", remote)
+        remote = None
+    elif remote is not None and master is not None:
+        problems.add("config.spark", "give master (classic Spark) or remote (Spark Connect), "
+                     "not both.")
         if not isinstance(value, (str, int, float, bool)) or value is None:
             problems.expected(f"config.spark.conf.{key}", "a string, number or boolean", value)
     problems.raise_if_any()
@@ -219,7 +229,7 @@ def parse_config(raw: Any, *, base_dir: Path, environ: Mapping[str, str] | None 
     conf = {str(k): str(v).lower() if isinstance(v, bool) else str(v)
             for k, v in spark_conf.items()}
     return JobConfig(path=path or base_dir, resolved=resolved, workflow_kwargs=kwargs,
-                     spark_master=master, spark_conf=conf)
+                     spark_master=master, spark_conf=conf, spark_remote=remote)
 
 
 def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> JobConfig:

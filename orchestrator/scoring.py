@@ -62,6 +62,9 @@ from orchestrator.errors import (
 )
 from orchestrator.io.delta import (
     column,
+    delta_table_for_name,
+    delta_table_for_path,
+    is_delta_table,
     latest_version,
     read_version,
     spark_error_message,
@@ -430,17 +433,15 @@ def scoring_app_id(input_location: str, pinned_model_uri: str) -> str:
 
 
 def _open_delta(spark, ref: TableSource, *, what: str):
-    """The DeltaTable at ``ref``, or None when nothing is there."""
-    from delta.tables import DeltaTable
-
+    """The DeltaTable at ``ref`` (its SQL stand-in on Spark Connect), or None when nothing is there."""
     try:
         if ref.path is not None:
-            if not DeltaTable.isDeltaTable(spark, ref.path):
+            if not is_delta_table(spark, ref.path):
                 return None
-            return DeltaTable.forPath(spark, ref.path)
+            return delta_table_for_path(spark, ref.path)
         if not spark.catalog.tableExists(ref.table):
             return None
-        return DeltaTable.forName(spark, ref.table)
+        return delta_table_for_name(spark, ref.table)
     except spark_errors() as exc:
         raise DataError(f"{what} {ref.location!r}: cannot open it as a Delta table: "
                         f"{spark_error_message(exc)}") from exc

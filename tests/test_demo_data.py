@@ -87,14 +87,15 @@ def test_feature_snapshots_bracket_the_label_event():
 
 @pytest.mark.spark
 def test_written_tables_are_deterministic_delta_tables(spark, tmp_path):
-    from delta.tables import DeltaTable
     from pyspark.testing import assertDataFrameEqual
+
+    from orchestrator.io.delta import is_delta_table
 
     first = write_demo_tables(spark, str(tmp_path / "a"), n_customers=300, seed=9)
     second = write_demo_tables(spark, str(tmp_path / "b"), n_customers=300, seed=9)
     assert sorted(first) == ["churn", "churn_labels", "customer_features"]
     for name in first:
-        assert DeltaTable.isDeltaTable(spark, first[name])
+        assert is_delta_table(spark, first[name])
         a = spark.read.format("delta").load(first[name])
         b = spark.read.format("delta").load(second[name])
         assertDataFrameEqual(a, b)

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.classic_only(
+    "hyperopt's SparkTrials contract: BroadcastSparkTrials runs on a SparkContext")]
 
 #: The line of hyperopt 0.3.0's test_spark.py that imports the class under test.
 HYPEROPT_IMPORT = "from hyperopt import SparkTrials, anneal, base, fmin, hp, rand\n"

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark,
+              pytest.mark.classic_only("SparkContext.pythonExec is a SparkContext internal")]
 
 
 def test_workers_run_the_interpreter_the_session_names(spark, tmp_path):

@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.spark
 
 
+@pytest.mark.classic_only("spark-submit starts a classic driver JVM of its own")
 def test_spark_submit_train_job_on_a_delta_table(spark, tmp_path):
     from orchestrator.io.demo_data import write_demo_tables
 

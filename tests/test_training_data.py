@@ -137,13 +137,12 @@ def _rows(ids, *, scale=1.0):
 @pytest.fixture(scope="module")
 def events(spark, tmp_path_factory):
     """A Delta table with four versions: write, append, delete (rewrites files), overwrite."""
-    from delta.tables import DeltaTable
-
     path = str(tmp_path_factory.mktemp("delta") / "events")
     spark.createDataFrame(_rows(range(0, 200)), SCHEMA).write.format("delta").save(path)
     spark.createDataFrame(_rows(range(200, 300)), SCHEMA) \
         .write.format("delta").mode("append").save(path)
-    DeltaTable.forPath(spark, path).delete("id % 10 = 0")
+    # SQL rather than DeltaTable.delete: the same commit on classic and on Spark Connect.
+    _delete(spark, path, "id % 10 = 0")
     spark.createDataFrame(_rows(range(1000, 1150), scale=2.0), SCHEMA).repartition(3) \
         .write.format("delta").mode("overwrite").save(path)
     return path
@@ -233,10 +232,14 @@ def test_session_time_zone_is_honoured_like_to_pandas(spark, events):
         spark.conf.set("spark.sql.session.timeZone", before)
 
 
-def _commit_times(spark, path):
-    from delta.tables import DeltaTable
+def _delete(spark, path, condition):
+    spark.sql(f"DELETE FROM delta.`{path}` WHERE {condition}").collect()
 
-    rows = (DeltaTable.forPath(spark, path).history()
+
+def _commit_times(spark, path):
+    from orchestrator.io.delta import delta_table_for_path
+
+    rows = (delta_table_for_path(spark, path).history()
             .selectExpr("version", "date_format(timestamp, 'yyyy-MM-dd HH:mm:ss.SSS') AS ts")
             .collect())
     return {r["version"]: r["ts"] for r in rows}
@@ -444,12 +447,10 @@ def test_metastore_table_with_time_travel_and_did_you_mean(spark):
 
 @pytest.mark.spark
 def test_deletion_vectors_go_through_spark(spark, tmp_path):
-    from delta.tables import DeltaTable
-
     path = str(tmp_path / "dv")
     (spark.createDataFrame(_rows(range(100)), SCHEMA).coalesce(1).write.format("delta")
      .option("delta.enableDeletionVectors", "true").save(path))
-    DeltaTable.forPath(spark, path).delete("id < 30")
+    _delete(spark, path, "id < 30")
     loaded = load_training_data(spark, DataSpec(path=path, label="label"),
                                 feature_columns=["id", "x"])
     assert loaded.lineage["read_path"] == SPARK_ARROW

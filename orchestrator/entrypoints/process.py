@@ -15,7 +15,8 @@ from collections.abc import Iterator, Mapping
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["bound_mlflow_requests", "mute_spark_console_errors", "termination_signals_raise"]
+__all__ = ["bound_mlflow_requests", "mute_spark_console_errors", "termination_signals_raise",
+           "workers_use_this_interpreter"]
 
 
 @contextlib.contextmanager
@@ -74,3 +75,20 @@ def mute_spark_console_errors() -> None:
 
     for name in ("DataFrameQueryContextLogger", "SQLQueryContextLogger"):
         PySparkLogger.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
+def workers_use_this_interpreter(remote: str | None,
+                                 environ: dict[str, str] | None = None) -> None:
+    """A local Spark Connect server's Python workers run this interpreter, unless PYSPARK_PYTHON says.
+
+    pyspark starts the server of ``remote="local[N]"`` in a JVM of this process,
+    and that JVM starts Python workers with ``$PYSPARK_PYTHON`` (else ``python3``
+    from PATH, which may lack scikit-learn). A classic session sets its own
+    (``io.session``); a remote server's workers are the cluster's business.
+    """
+    if not remote or not remote.startswith("local"):
+        return
+    import sys
+
+    target = os.environ if environ is None else environ
+    target.setdefault("PYSPARK_PYTHON", sys.executable)

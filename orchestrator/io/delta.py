@@ -25,8 +25,12 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DeltaSource",
+    "SqlDeltaTable",
     "column",
     "delta_rs_table",
+    "delta_table_for_name",
+    "delta_table_for_path",
+    "is_delta_table",
     "latest_version",
     "open_delta_source",
     "quote_table_name",
@@ -61,10 +65,97 @@ def spark_error_message(exc: BaseException) -> str:
 
 
 def spark_errors() -> tuple[type[BaseException], ...]:
-    from py4j.protocol import Py4JError
+    """The exceptions a Spark call raises: pyspark's, py4j's (classic) and Spark Connect's.
+
+    Spark Connect raises the ``SparkConnectGrpcException`` family (server-side
+    errors and a lost connection); py4j is absent from a ``pyspark-client``
+    install, which has no JVM.
+    """
     from pyspark.errors import PySparkException
 
-    return (PySparkException, Py4JError)
+    errors: list[type[BaseException]] = [PySparkException]
+    try:
+        from py4j.protocol import Py4JError
+        errors.append(Py4JError)
+    except ImportError:
+        pass
+    try:
+        from pyspark.errors.exceptions.connect import SparkConnectGrpcException
+        errors.append(SparkConnectGrpcException)
+    except ImportError:  # pyspark without the Connect client's dependencies (grpc)
+        pass
+    return tuple(errors)
+
+
+class SqlDeltaTable:
+    """The part of ``delta.tables.DeltaTable`` we use, through SQL: works on Spark Connect.
+
+    delta-spark's Python ``DeltaTable`` needs Delta's Connect plugin on a Connect
+    server (not there on a plain one: NO_HANDLER_FOR_EXTENSION); ``DESCRIBE
+    DETAIL`` and ``DESCRIBE HISTORY`` work on any server with Delta's SQL
+    extension, and raise the same ``DELTA_MISSING_DELTA_TABLE`` error when
+    there is no table. ``DESCRIBE`` commands run when ``spark.sql`` is called.
+    """
+
+    def __init__(self, spark, identifier: str):
+        self._spark = spark
+        self._identifier = identifier
+        # Runs now, so a missing table fails here as with DeltaTable.forPath.
+        self._detail = spark.sql(f"DESCRIBE DETAIL {identifier}")
+
+    @classmethod
+    def for_path(cls, spark, path: str) -> SqlDeltaTable:
+        return cls(spark, "delta.`" + str(path).replace("`", "``") + "`")
+
+    @classmethod
+    def for_name(cls, spark, name: str) -> SqlDeltaTable:
+        return cls(spark, quote_table_name(name))
+
+    def detail(self):
+        return self._detail
+
+    def history(self, limit: int | None = None):
+        suffix = f" LIMIT {int(limit)}" if limit else ""
+        return self._spark.sql(f"DESCRIBE HISTORY {self._identifier}{suffix}")
+
+
+def delta_table_for_path(spark, path: str):
+    """``DeltaTable.forPath``, or its SQL stand-in on a Spark Connect session."""
+    from orchestrator.io.session import is_connect_session
+
+    if is_connect_session(spark):
+        return SqlDeltaTable.for_path(spark, path)
+    from delta.tables import DeltaTable
+
+    return DeltaTable.forPath(spark, path)
+
+
+def delta_table_for_name(spark, name: str):
+    """``DeltaTable.forName``, or its SQL stand-in on a Spark Connect session."""
+    from orchestrator.io.session import is_connect_session
+
+    if is_connect_session(spark):
+        return SqlDeltaTable.for_name(spark, name)
+    from delta.tables import DeltaTable
+
+    return DeltaTable.forName(spark, name)
+
+
+def is_delta_table(spark, path: str) -> bool:
+    """``DeltaTable.isDeltaTable`` on either kind of session."""
+    from orchestrator.io.session import is_connect_session
+
+    if not is_connect_session(spark):
+        from delta.tables import DeltaTable
+
+        return DeltaTable.isDeltaTable(spark, path)
+    try:
+        SqlDeltaTable.for_path(spark, path)
+    except spark_errors() as exc:
+        if "DELTA_MISSING_DELTA_TABLE" in str(exc):
+            return False
+        raise
+    return True
 
 
 def quote_table_name(name: str) -> str:
@@ -74,15 +165,13 @@ def quote_table_name(name: str) -> str:
 
 
 def open_delta_source(spark, spec: DataSpec, *, where: str = "data_spec") -> DeltaSource:
-    from delta.tables import DeltaTable
-
     errors = spark_errors()
     if spec.path is not None:
         local = _open_local_table(spec.path)
         if local is not None:
             return local
         try:
-            table = DeltaTable.forPath(spark, spec.path)
+            table = delta_table_for_path(spark, spec.path)
         except errors as exc:
             if "DELTA_MISSING_DELTA_TABLE" in str(exc) or "is not a Delta table" in str(exc):
                 raise MissingTableError(_missing_path_message(spec.path, where=where)) from exc
@@ -99,7 +188,7 @@ def open_delta_source(spark, spec: DataSpec, *, where: str = "data_spec") -> Del
         if not exists:
             raise MissingTableError(_missing_table_message(spark, name, where=where))
         try:
-            table = DeltaTable.forName(spark, name)
+            table = delta_table_for_name(spark, name)
         except errors as exc:
             raise DataError(f"{where}.table: {name!r} is not a Delta table "
                             f"({spark_error_message(exc)}); time travel and lineage need Delta.") from exc
@@ -139,11 +228,9 @@ def _open_local_table(path: str) -> DeltaSource | None:
 
 def spark_delta_table(spark, source: DeltaSource):
     """The Spark ``DeltaTable`` of a source (opened on first need for local tables)."""
-    from delta.tables import DeltaTable
-
     if source.table is not None:
         return source.table
-    return DeltaTable.forPath(spark, source.location)
+    return delta_table_for_path(spark, source.location)
 
 
 def _missing_path_message(path: str, *, where: str = "data_spec") -> str:

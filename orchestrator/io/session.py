@@ -100,6 +100,38 @@ def configure_delta(builder, *, extra_packages: list[str] | None = None):
 
 
 def get_spark(app_name: str = "orchestrator", *, master: str | None = None,
+def choose_remote(requested: str | None, master: str | None,
+                  environ: Mapping[str, str]) -> str | None:
+    """The Spark Connect URL for a new session, or None for a classic one.
+
+    The argument, then ``$SPARK_REMOTE`` (what pyspark itself reads) unless a
+    master was asked for explicitly.
+
+    Examples
+    --------
+    >>> choose_remote("sc://h:15002", None, {}), choose_remote(None, None, {"SPARK_REMOTE": "local"})
+    ('sc://h:15002', 'local')
+    >>> choose_remote(None, "local[2]", {"SPARK_REMOTE": "local"}) is None
+    True
+    """
+    if requested:
+        return requested
+    if master:
+        return None
+    return environ.get("SPARK_REMOTE") or None
+
+
+def is_connect_session(spark: Any) -> bool:
+    """True for a Spark Connect session (no SparkContext, no JVM in this process).
+
+    Examples
+    --------
+    >>> is_connect_session(None)
+    False
+    """
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
               conf: Mapping[str, str] | None = None):
     """Return the active SparkSession, or build a local one with Delta configured.
 

@@ -352,6 +352,10 @@ def load_training_data(spark, data_spec: DataSpec, *, feature_columns: Sequence[
     if data_spec.filter is not None:
         try:
             filtered = df.where(data_spec.filter)
+            # Spark Connect analyses a plan only when asked (and knows a filter's schema
+            # without asking): isLocal has the server analyse it now, so a bad filter is
+            # reported as one. Classic Spark analysed it in where already.
+            filtered.isLocal()
         except errors as exc:
             raise DataError(f"data_spec.filter: cannot apply {data_spec.filter!r} to "
                             f"{source.location}: {spark_error_message(exc)}") from exc
