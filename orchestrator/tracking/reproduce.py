@@ -474,7 +474,7 @@ def _data_versions(lineage: Mapping[str, Any] | None) -> dict[str, Any]:
         name = f"{table.get('role')} {table.get('location')}"
         out[f"{name} delta_version"] = table.get("delta_version")
         out[f"{name} row_count"] = table.get("row_count")
-    for key in ("filter", "timestamp", "row_count", "sampled"):
+    for key in ("filter", "timestamp", "sampled"):
         if lineage.get(key) is not None:
             out[key] = lineage[key]
     return out
