@@ -33,7 +33,8 @@ from orchestrator.specs import WorkflowSpecs, parse_specs
 from orchestrator.specs.problems import Problems
 
 TOP_LEVEL_KEYS = ("features", "model", "data", "feature_store", "validation", "tuning",
-                  "calibration", "mlflow", "output_dir", "spark", "name", "description")
+                  "calibration", "mlflow", "threshold", "explain", "output_dir", "spark",
+                  "name", "description")
 TOP_LEVEL_KEYS += ("promotion",)  # the promotion gate (orchestrator.specs.promotion)
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _URI_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
@@ -54,8 +55,8 @@ class JobConfig:
     workflow_kwargs: Mapping[str, Any] = field(default_factory=dict)
     spark_master: str | None = None
     spark_conf: Mapping[str, str] = field(default_factory=dict)
-
     spark_remote: str | None = None
+
     def needs_spark(self) -> bool:
         return bool(self.resolved.get("data") or self.resolved.get("feature_store"))
 
@@ -200,7 +201,6 @@ def parse_config(raw: Any, *, base_dir: Path, environ: Mapping[str, str] | None 
     if master is not None and master_url_problem(master):
         problems.add("config.spark.master", master_url_problem(master))
         master = None
-    for key, value in spark_conf.items():
     remote = spark_section.get("remote")
     if remote is not None and (not isinstance(remote, str) or not remote.strip()):
         problems.expected("config.spark.remote", "a Spark Connect URL such as sc://host:15002 "
@@ -209,6 +209,7 @@ def parse_config(raw: Any, *, base_dir: Path, environ: Mapping[str, str] | None 
     elif remote is not None and master is not None:
         problems.add("config.spark", "give master (classic Spark) or remote (Spark Connect), "
                      "not both.")
+    for key, value in spark_conf.items():
         if not isinstance(value, (str, int, float, bool)) or value is None:
             problems.expected(f"config.spark.conf.{key}", "a string, number or boolean", value)
     problems.raise_if_any()
@@ -223,6 +224,8 @@ def parse_config(raw: Any, *, base_dir: Path, environ: Mapping[str, str] | None 
         "calibration_spec": resolved.get("calibration"),
         "mlflow_spec": resolved.get("mlflow"),
         "promotion_spec": resolved.get("promotion"),
+        "threshold_spec": resolved.get("threshold"),
+        "explain_spec": resolved.get("explain"),
         "output_dir": resolved.get("output_dir"),
     }
     # YAML's true is Spark's "true" (str(True) would be "True").

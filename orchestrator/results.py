@@ -197,6 +197,12 @@ class WorkflowResult:
     summary_text: str | None = None
     #: The promotion gate's decision, both models' metrics and the deciding rule.
     promotion: dict | None = None
+    #: Rows per class in the training rows (classification), and the shares.
+    class_balance: dict | None = None
+    #: The chosen decision threshold, its objective and cross-validated curve.
+    threshold_summary: dict | None = None
+    #: Permutation importance per input column (held-out rows) and the SHAP status.
+    explanations: dict | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         # The steps hand over plain dicts; the result keeps them typed.

@@ -69,6 +69,7 @@ def get_workflow_summary(results: WorkflowResult | Mapping[str, Any]) -> str:
             lines.append(f"{label + ':':<15}{data[key]}")
     for table in data.get("tables", []) or []:
         lines.append(f"  table {table.get('location')} @ version {table.get('delta_version')}")
+    lines += _class_balance_lines(results.class_balance)
 
     lines += _section("Model")
     lines.append(f"estimator:     {model.get('estimator')} ({model.get('class_path')})")
@@ -109,6 +110,8 @@ def get_workflow_summary(results: WorkflowResult | Mapping[str, Any]) -> str:
                             ("status", "method", "method_reason", "cv", "rows", "metrics_before",
                              "metrics_after", "decision", "reason", "plot_path"))
 
+    lines += _threshold_and_explanation_lines(results)
+
     lines += _section("MLflow")
     run_id = results.mlflow_run_id
     lines.append(f"run id:        {run_id if run_id else 'off'}")
@@ -141,6 +144,39 @@ def get_workflow_summary(results: WorkflowResult | Mapping[str, Any]) -> str:
         lines += [f"  {name}: {path}" for name, path in artifacts.items()]
     lines.append(_RULE)
     return "\n".join(lines)
+
+
+def _class_balance_lines(balance: Mapping[str, Any] | None) -> list[str]:
+    if not balance:
+        return []
+    shares = balance.get("shares") or {}
+    shown = ", ".join(f"{label}: {count} ({shares.get(label, 0):.1%})"
+                      for label, count in (balance.get("counts") or {}).items())
+    return [f"{'classes:':<15}{shown}"]
+
+
+def _threshold_and_explanation_lines(results: WorkflowResult) -> list[str]:
+    """The Threshold section (when chosen) and the Explanations section (when asked for)."""
+    lines: list[str] = []
+    threshold = results.threshold_summary
+    if threshold:
+        lines += _section("Decision threshold")
+        lines.append(f"  {'threshold:':<20}{threshold.get('threshold'):.4f}")
+        lines.append(f"  {'chosen for:':<20}{threshold.get('objective')}")
+        lines.append(f"  {'cv score:':<20}{_number(threshold.get('cv_score'))} "
+                     f"({threshold.get('score_kind')}, {threshold.get('cv_folds')}-fold CV "
+                     "on the training rows)")
+    explanations = results.explanations
+    if explanations:
+        lines += _section("Explanations")
+        lines.append(f"  rows:  {explanations.get('rows')}")
+        top = explanations.get("top_features") or []
+        if top:
+            lines.append(f"  permutation importance (drop in {explanations.get('metric')}):")
+            lines += [f"    {name:<26}{mean:>9.4f} +/- {std:.4f}" for name, mean, std in top]
+        if explanations.get("shap"):
+            lines.append(f"  SHAP summary plot: {explanations['shap']}")
+    return lines
 
 
 def _mapping_lines(summary: dict | None, keys: tuple[str, ...]) -> list[str]:

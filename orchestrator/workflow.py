@@ -211,7 +211,8 @@ def run_ml_workflow(feature_specs: Any, model_spec: Any, X: Any = None, y: Any =
                     feature_store_spec: Any = None, data_spec: Any = None, spark: Any = None,
                     promotion_spec: Any = None,
                     output_dir: str | Path | None = None,
-                    resolved_config: dict | None = None) -> WorkflowResult:
+                    resolved_config: dict | None = None, threshold_spec: Any = None,
+                    explain_spec: Any = None) -> WorkflowResult:
     """Run the whole training workflow described by the specs.
 
     Parameters
@@ -233,6 +234,11 @@ def run_ml_workflow(feature_specs: Any, model_spec: Any, X: Any = None, y: Any =
         Where plots and other artifacts go; a new temporary directory when None.
     resolved_config : dict, optional
         The job's whole configuration, for MLflow to keep (the CLI passes it).
+    threshold_spec : dict, optional
+        ``{"objective": "f1"}`` or ``{"cost": {"false_positive": 1, "false_negative": 5}}``:
+        the binary classifier's decision threshold, chosen by cross-validation.
+    explain_spec : dict or True, optional
+        Permutation importance on held-out rows, and ``{"shap": True}`` a SHAP plot.
 
     Returns
     -------
@@ -268,7 +274,8 @@ def run_ml_workflow(feature_specs: Any, model_spec: Any, X: Any = None, y: Any =
                         tuning_spec=tuning_spec, calibration_spec=calibration_spec,
                         mlflow_spec=mlflow_spec, feature_store_spec=feature_store_spec,
                         promotion_spec=promotion_spec,
-                        data_given=X is not None or y is not None)
+                        data_given=X is not None or y is not None,
+                        threshold_spec=threshold_spec, explain_spec=explain_spec)
     output = Path(output_dir) if output_dir is not None else Path(
         tempfile.mkdtemp(prefix="orchestrator-run-"))
     _check_output_space(output)
@@ -393,6 +400,7 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: Workflo
         results.update(task=specs.model.task, target_kind=kind, classes=classes,
                        primary_metric=primary, pos_label=pos_label)
         scorer = WorkflowScorer(kind, primary, pos_label)
+        _check_class_balance(y, kind, primary, specs, results)
         X_test = y_test = None
         if specs.validation.strategy == "train_test":
             X, X_test, y, y_test, side = split_holdout(X, y, specs.validation, kind, side)
@@ -453,6 +461,15 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: Workflo
                 results.calibration_summary = {"status": "degraded", "calibrated": False,
                                                "reason": outcome.reason}
 
+    if specs.threshold is not None:
+        with _step(5, "threshold", results):
+            from orchestrator.steps.threshold import with_threshold
+
+            # Wraps the procedure: cross-validation below refits the threshold in each fold.
+            procedure = with_threshold(procedure, specs.threshold, pos_label)
+            model = _fit(clone(procedure), X, y, "choosing the decision threshold")
+            _summarise_threshold(model, specs, output, results)
+
     results.pipeline = model
     # Held-out predictions are only needed for MLflow's plots.
     keep_predictions = tracker is not None and specs.mlflow.log_plots
@@ -479,6 +496,12 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: Workflo
                                           **outcome.details}
             if outcome.predictions is not None:
                 results.evaluation = outcome.predictions
+
+    if specs.explain is not None:
+        with _step(6, "explanations", results):
+            _degrade("explanations", results, lambda: _explain(
+                specs, procedure, model, X, y, X_test, y_test, kind, primary, pos_label, output,
+                results))
 
     from orchestrator.summary import get_workflow_summary
 
@@ -560,6 +583,107 @@ def _plot_tuning_history(summary: dict, output: Path, results: WorkflowResult) -
         metric=str(summary.get("metric"))))
     if ok:
         results.artifacts["tuning_history"] = str(path)
+
+
+def _check_class_balance(y, kind: str, primary: str, specs: WorkflowSpecs,
+                         results: WorkflowResult) -> None:
+    """Record rows per class; warn when a rare class meets the accuracy metric."""
+    if kind not in ("binary", "multiclass"):
+        if specs.threshold is not None:
+            raise DataError("threshold: a decision threshold applies to binary classifiers "
+                            f"only, but the labels are {kind}; remove the threshold section.")
+        return
+    counts = y.value_counts()
+    shares = counts / counts.sum()
+    results.class_balance = {"counts": {_python_value(k): int(v) for k, v in counts.items()},
+                             "shares": {_python_value(k): round(float(v), 4)
+                                        for k, v in shares.items()},
+                             "minority_share": round(float(shares.min()), 4)}
+    if shares.min() < 0.10 and primary == "accuracy":
+        results.warn("data_loading", (
+            f"class {_python_value(shares.idxmin())!r} is only {shares.min():.1%} of the rows and "
+            "the metric is accuracy, which a model predicting the majority class always scores "
+            "well on; prefer average_precision, balanced_accuracy or f1 (model.metric), and "
+            "consider model.class_weight: balanced or a threshold section."))
+    if specs.threshold is not None and kind != "binary":
+        raise DataError(f"threshold: a decision threshold applies to binary classifiers only, "
+                        f"but the labels have {len(counts)} classes; remove the threshold "
+                        "section.")
+
+
+def _python_value(value: Any) -> Any:
+    """A numpy scalar label as the Python value (for YAML/JSON and the summary)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _summarise_threshold(model, specs: WorkflowSpecs, output: Path,
+                         results: WorkflowResult) -> None:
+    from orchestrator.plots import plot_threshold_curve
+    from orchestrator.steps.threshold import threshold_summary
+
+    summary = threshold_summary(model, specs.threshold)
+    curve = summary.pop("curve", None)
+    results.threshold_summary = summary
+    if curve is not None:
+        ok, path = _degrade("threshold_plot", results, lambda: plot_threshold_curve(
+            curve["thresholds"], curve["scores"], summary["threshold"],
+            output / "threshold_curve.png", score_label=summary["score_kind"],
+            title=f"Decision threshold: {summary['objective']}"))
+        if ok:
+            results.artifacts["threshold_curve"] = str(path)
+
+
+def _explain(specs: WorkflowSpecs, procedure, model, X, y, X_test, y_test, kind: str,
+             primary: str, pos_label: Any, output: Path, results: WorkflowResult) -> None:
+    """Permutation importance (and SHAP) on held-out rows: the train_test hold-out with the
+    returned model, else one extra split of the training rows with a model refit on the rest."""
+    from sklearn.base import clone
+
+    from orchestrator.plots import plot_feature_importance, plot_shap_summary
+    from orchestrator.steps.explain import (
+        explanation_split,
+        permutation_importance_table,
+        shap_values,
+    )
+    from orchestrator.steps.metrics import MetricScorer
+    from orchestrator.tracking.model_logging import find_pipeline
+
+    spec = specs.explain
+    if X_test is not None:
+        explained, X_held, y_held = model, X_test, y_test
+        description = f"the train_test hold-out ({len(y_held)} rows), the returned model"
+    else:
+        X_fit, X_held, y_fit, y_held = explanation_split(
+            X, y, kind, random_state=specs.validation.random_state or 0)
+        explained = _fit(clone(procedure), X_fit, y_fit, "explanations")
+        description = (f"an extra 20% split of the training rows ({len(y_held)} rows), a model "
+                       f"refit on the other {len(y_fit)}")
+    explanations: dict[str, Any] = {"rows": description}
+    if spec.permutation:
+        found = permutation_importance_table(explained, X_held, y_held,
+                                             MetricScorer(kind, primary, pos_label), spec,
+                                             metric=primary, description=description)
+        # Plain records, so the results stay YAML/JSON-friendly.
+        explanations.update(metric=primary,
+                            permutation_importance=found.table.to_dict("records"),
+                            top_features=found.top(spec.top))
+        table = found.table
+        path = plot_feature_importance(
+            table["feature"].to_numpy(dtype=object), table["importance_mean"].to_numpy(),
+            f"permutation importance (drop in {primary}, held-out rows)",
+            output / "permutation_importance.png")
+        results.artifacts["permutation_importance"] = str(path)
+    results.explanations = explanations
+    if spec.shap:
+        pipeline = find_pipeline(explained)
+        if pipeline is None:
+            raise StepError("explain.shap: no fitted pipeline inside the model to explain.")
+        values = shap_values(pipeline, X_held, spec)
+        path = plot_shap_summary(values.values, values.features, values.names,
+                                 output / "shap_summary.png",
+                                 title=f"SHAP summary ({len(values.values)} held-out rows)")
+        results.artifacts["shap_summary"] = str(path)
+        explanations["shap"] = "shap_summary.png"
 
 
 def _calibrate(specs: WorkflowSpecs, pipeline, X, y, output: Path, results: WorkflowResult):

@@ -14,6 +14,7 @@ from typing import Any
 from orchestrator.errors import did_you_mean
 from orchestrator.specs.calibration import CalibrationSpec, parse_calibration_spec
 from orchestrator.specs.data import DataSpec, parse_data_spec
+from orchestrator.specs.explain import ExplainSpec, parse_explain_spec
 from orchestrator.specs.feature_store import FeatureStoreSpec, parse_feature_store_spec
 from orchestrator.specs.features import (
     FeatureSpec,
@@ -28,6 +29,7 @@ from orchestrator.specs.promotion import (
     check_promotion_context,
     parse_promotion_spec,
 )
+from orchestrator.specs.threshold import ThresholdSpec, parse_threshold_spec
 from orchestrator.specs.tuning import TuningSpec, parse_tuning_spec
 from orchestrator.specs.validation import (
     ValidationSpec,
@@ -47,6 +49,8 @@ __all__ = [
     "MLflowSpec",
     "FeatureStoreSpec",
     "PromotionSpec",
+    "ThresholdSpec",
+    "ExplainSpec",
     "Problems",
     "did_you_mean",
 ]
@@ -65,6 +69,8 @@ class WorkflowSpecs:
     mlflow: MLflowSpec | None = None
     feature_store: FeatureStoreSpec | None = None
     promotion: PromotionSpec | None = None
+    threshold: ThresholdSpec | None = None
+    explain: ExplainSpec | None = None
 
 
 def _typed_or_parsed(raw: Any, spec_type: type, parse, *args):
@@ -76,13 +82,14 @@ def parse_specs(*, feature_specs: Any, model_spec: Any,
                 validation_params: Any = None, data_spec: Any = None, tuning_spec: Any = None,
                 calibration_spec: Any = None, mlflow_spec: Any = None,
                 feature_store_spec: Any = None, promotion_spec: Any = None,
-                data_given: bool = False) -> WorkflowSpecs:
+                data_given: bool = False,
+                threshold_spec: Any = None, explain_spec: Any = None) -> WorkflowSpecs:
     """Validate all specs of a job at once.
 
     Parameters
     ----------
     feature_specs, model_spec, validation_strategy, validation_params, data_spec, tuning_spec,
-    calibration_spec, mlflow_spec, feature_store_spec
+    calibration_spec, mlflow_spec, feature_store_spec, threshold_spec, explain_spec
         The specs as plain dicts/lists (as in YAML) or as spec objects.
     data_given : bool
         True when the caller passes X and y directly, so no data source is needed.
@@ -118,6 +125,9 @@ def parse_specs(*, feature_specs: Any, model_spec: Any,
     promotion = _typed_or_parsed(promotion_spec, PromotionSpec, parse_promotion_spec, problems,
                                  model)
     check_promotion_context(promotion, mlflow, validation, problems)
+    threshold = _typed_or_parsed(threshold_spec, ThresholdSpec, parse_threshold_spec, problems,
+                                 model)
+    explain = _typed_or_parsed(explain_spec, ExplainSpec, parse_explain_spec, problems)
     check_nested_needs_tuning(validation, tuning is not None, problems)
 
     sources = [name for name, spec in (("data_spec", data), ("feature_store_spec", feature_store))
@@ -146,4 +156,5 @@ def parse_specs(*, feature_specs: Any, model_spec: Any,
     problems.raise_if_any()
     return WorkflowSpecs(features=features, model=model, validation=validation, data=data,
                          tuning=tuning, calibration=calibration, mlflow=mlflow,
-                         promotion=promotion, feature_store=feature_store)
+                         promotion=promotion, feature_store=feature_store, threshold=threshold,
+                         explain=explain)

@@ -288,6 +288,10 @@ class Tracker:
         for fold in details.get("nested") or [] if isinstance(details, Mapping) else []:
             add("nested/outer_score", fold.get("outer_score"), int(fold.get("fold", 0)))
             add("nested/inner_score", fold.get("inner_score"), int(fold.get("fold", 0)))
+        threshold = results.get("threshold_summary") or {}
+        if isinstance(threshold, Mapping):
+            add("decision_threshold", threshold.get("threshold"))
+            add("decision_threshold/cv_score", threshold.get("cv_score"))
         for step_name, seconds in (results.get("timings") or {}).items():
             add(f"timing/{step_name}_s", seconds)
         self._log_metric_entities(items)
@@ -306,6 +310,15 @@ class Tracker:
         for name in ("tuning_summary", "calibration_summary"):
             if isinstance(results.get(name), Mapping):
                 client.log_dict(self.run_id, yaml_safe(redact(dict(results[name]))), f"{name}.json")
+        if isinstance(results.get("threshold_summary"), Mapping):
+            client.log_dict(self.run_id, yaml_safe(dict(results["threshold_summary"])),
+                            "threshold_summary.json")
+        explanations = results.get("explanations")
+        if isinstance(explanations, Mapping) and explanations.get("permutation_importance"):
+            import pandas as pd
+
+            client.log_table(self.run_id, pd.DataFrame(explanations["permutation_importance"]),
+                             "permutation_importance.json")
         summary = results.get("summary_text")
         if summary:
             client.log_text(self.run_id, redact_text(str(summary)), "summary.txt")
