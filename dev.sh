@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for people and CI. Each command sets up what it needs first:
 #   bash dev.sh demo    venv + packages, demo Delta tables, train conf/demo.yml, print the summary
-#   bash dev.sh test    venv + packages, the whole test suite, then the lowest-versions stage
+#   bash dev.sh test    venv + packages, the whole test suite, a Spark Connect pass, the lowest stage
 #   bash dev.sh fast    only the tests that need no Spark, MLflow server or cluster (seconds)
 #   bash dev.sh lowest  only the lowest-versions stage (see below)
 #   bash dev.sh lock    regenerate constraints.txt and constraints-lowest.txt (a maintainer's step)
@@ -60,6 +60,21 @@ setup_lowest() {
   fi
 }
 
+# The Spark tests of the workflow's steps (Delta reads, feature store, scoring, the notebooks,
+# Delta to MLflow to batch scoring, tuning) again on a Spark Connect session (tests/conftest.py
+# --spark-mode=connect: a local[2] Connect server in the pytest process). The classic run above
+# covers the rest; README "Spark Connect" says which tests run where.
+CONNECT_TESTS="tests/test_training_data.py tests/test_feature_store.py tests/test_scoring.py
+  tests/test_demo_data.py tests/test_notebooks.py tests/test_ml_breadth.py tests/test_tuning_connect.py"
+connect_stage() {
+  echo "==> Spark Connect pass: $(echo $CONNECT_TESTS | wc -w) test files"
+  local started=$SECONDS
+  # shellcheck disable=SC2086  # one word per path
+  ORCHESTRATOR_TEST_SPARK=connect python -m pytest -m spark -q \
+    -p no:cacheprovider $CONNECT_TESTS
+  echo "==> Spark Connect pass took $((SECONDS - started)) s"
+}
+
 # The fast tests and one end-to-end training job (demo tables written by Spark, then tuning on
 # Spark with hyperopt, calibration and MLflow logging to a sqlite store) on the lowest versions.
 lowest_stage() {
@@ -97,7 +112,7 @@ case "${1:-}" in
     # pytest exits 5 when it collects no tests: that is a failure here, like any other non-zero code.
     python -m pytest "$@"
     # The whole run (no pytest arguments, as CI calls it) also tests the lowest versions.
-    if [ $# -eq 0 ]; then lowest_stage; fi
+    if [ $# -eq 0 ]; then connect_stage; lowest_stage; fi
     ;;
   fast)
     setup

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import textwrap
 from collections.abc import Sequence
 
 from orchestrator.errors import OrchestratorError, SpecError
@@ -32,7 +34,11 @@ examples:
       --output data/demo/churn_predictions     batch-score a Delta table into a Delta table
   spark-submit jobs/train.py --config conf/demo.yml   the same, through spark-submit
 
-exit codes: 0 success, 1 the job failed, 2 the config or specs are invalid
+exit codes: 0 success, 1 a step failed, 2 bad config, specs or arguments, 130 interrupted
+
+Each command has its own page: orchestrator COMMAND --help. By default a run
+prints one line per step, progress, warnings and the summary; Spark's own
+output goes to a log file named in the last line (--verbose shows everything).
 """
 
 
@@ -51,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="how much progress to log (default: INFO)")
+    parser.add_argument("--version", action="version", version=_version_text())
+    parser.add_argument("-v", "--verbose", action="store_true", default=False,
+                        help="show every log line and Spark's own output on the console "
+                        "(default: off)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     validate = commands.add_parser("validate", help="check a config without starting Spark",
@@ -81,7 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
     demo.add_argument("--master", help="Spark master for a new session (default: "
                       "$SPARK_MASTER or local[*])")
+    demo.add_argument("--remote", help="Spark Connect URL for a new session instead of a "
+                      "master: sc://host:15002 or local[2] (default: $SPARK_REMOTE)")
     _add_trust_commands(commands)
+    for name in ("run", "score", "demo-data"):
+        _add_console_arguments(commands.choices[name])
+    _document_commands(commands)
     return parser
 
 
@@ -93,7 +108,10 @@ def _add_run_arguments(parser: argparse.ArgumentParser, *, config_flag: bool = F
     parser.add_argument("--master", help="Spark master for a new session (default: the config's "
                         "spark.master, $SPARK_MASTER, or local[*]); ignored when a session is "
                         "active, as on Databricks")
-    parser.add_argument("--output-dir", help="where plots and artifacts go (overrides the "
+    parser.add_argument("--remote", help="Spark Connect URL for a new session instead of a "
+                        "master: sc://host:15002 or local[2] (default: the config's "
+                        "spark.remote or $SPARK_REMOTE)")
+    parser.add_argument("--output-dir", help="where plots and artifacts go (default: the "
                         "config's output_dir)")
     parser.add_argument("--fail-on-reject", action="store_true", help="exit 1 when the "
                         "config's promotion gate rejects the model (default: exit 0 either way)")
@@ -114,6 +132,8 @@ def _add_score_arguments(parser: argparse.ArgumentParser) -> None:
                         "$MLFLOW_TRACKING_URI)")
     parser.add_argument("--master", help="Spark master for a new session (default: "
                         "$SPARK_MASTER or local[*]); ignored when a session is active")
+    parser.add_argument("--remote", help="Spark Connect URL for a new session instead of a "
+                        "master: sc://host:15002 or local[2] (default: $SPARK_REMOTE)")
 
 
 def command_score(args: argparse.Namespace) -> int:
@@ -127,7 +147,9 @@ def command_score(args: argparse.Namespace) -> int:
         mlflow.set_registry_uri(args.tracking_uri)
     keep = [c.strip() for c in args.keep_columns.split(",") if c.strip()] \
         if args.keep_columns else None
-    spark = get_spark("orchestrator-score", master=args.master)
+    spark = get_spark("orchestrator-score", master=args.master,
+                      remote=_remote_for_new_session(args.master, getattr(args, "remote", None)),
+                      **(getattr(args, "session_options", None) or {}))
     if not logger.isEnabledFor(logging.DEBUG):
         _mute_spark()
     result = score_table(spark, args.model_uri, args.input, args.output,
@@ -179,12 +201,14 @@ def command_validate(config_path: str) -> int:
 
 
 def command_run(config_path: str, *, master: str | None = None,
-                output_dir: str | None = None, fail_on_reject: bool = False) -> int:
+                output_dir: str | None = None, fail_on_reject: bool = False,
+                session_options: dict | None = None, remote: str | None = None) -> int:
     from orchestrator.entrypoints.training import run_config
     from orchestrator.summary import get_workflow_summary
 
-    results = run_config(config_path, master=master, output_dir=output_dir,
-                         on_session=None if logger.isEnabledFor(logging.DEBUG) else _quiet_spark)
+    results = run_config(config_path, master=master, remote=remote, output_dir=output_dir,
+                         on_session=None if logger.isEnabledFor(logging.DEBUG) else _quiet_spark,
+                         session_options=session_options)
     print(get_workflow_summary(results))
     from orchestrator.entrypoints.notebook_support import set_task_value, training_task_values
 
@@ -199,11 +223,13 @@ def command_run(config_path: str, *, master: str | None = None,
     return EXIT_OK
 
 
-def command_demo_data(output: str, *, customers: int, seed: int, master: str | None) -> int:
+def command_demo_data(output: str, *, customers: int, seed: int, master: str | None,
+                      session_options: dict | None = None, remote: str | None = None) -> int:
     from orchestrator.io.demo_data import write_demo_tables
     from orchestrator.io.session import get_spark
 
-    spark = get_spark("orchestrator-demo-data", master=master)
+    spark = get_spark("orchestrator-demo-data", master=master,
+                      remote=_remote_for_new_session(master, remote), **(session_options or {}))
     if not logger.isEnabledFor(logging.DEBUG):
         _mute_spark()
     tables = write_demo_tables(spark, output, n_customers=customers, seed=seed)
@@ -389,6 +415,22 @@ def _check_master(parser: argparse.ArgumentParser, master: str | None) -> None:
         parser.error(f"--master: {problem}")
 
 
+def _check_remote(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--master (classic Spark) and --remote (Spark Connect) exclude each other."""
+    if getattr(args, "master", None) and getattr(args, "remote", None):
+        parser.error("--master and --remote: give one (classic Spark or Spark Connect), "
+                     "not both")
+
+
+def _remote_for_new_session(master: str | None, remote: str | None) -> str | None:
+    """The Connect URL of a new session; a local server's workers get this interpreter."""
+    from orchestrator.entrypoints.process import workers_use_this_interpreter
+    from orchestrator.io.session import choose_remote
+
+    remote = choose_remote(remote, master, os.environ)
+    workers_use_this_interpreter(remote)
+    return remote
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``orchestrator``; returns the exit code."""
@@ -397,19 +439,122 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo-data" and args.customers < 1:
         parser.error(f"--customers: expected a positive integer, got {args.customers}")
     _check_master(parser, getattr(args, "master", None))
-    setup_logging(args.log_level)
+    _check_remote(parser, args)
+    from orchestrator.entrypoints.console import setup_console
+
+    setup_console(args.log_level, verbose=args.verbose)
     if args.command in _TRUST_COMMANDS:
         return _guarded(lambda: _TRUST_COMMANDS[args.command](args))
     if args.command == "validate":
         return _guarded(lambda: command_validate(args.config))
     if args.command == "run":
-        return _guarded(lambda: command_run(args.config, master=args.master,
-                                            output_dir=args.output_dir,
-                                            fail_on_reject=args.fail_on_reject))
+        return _guarded(lambda: _logged(args, lambda options: command_run(
+            args.config, master=args.master, output_dir=args.output_dir,
+            fail_on_reject=args.fail_on_reject, session_options=options, remote=args.remote)))
     if args.command == "score":
-        return _guarded(lambda: command_score(args))
-    return _guarded(lambda: command_demo_data(args.output, customers=args.customers,
-                                              seed=args.seed, master=args.master))
+        return _guarded(lambda: _logged(args, lambda options: command_score(
+            argparse.Namespace(**vars(args), session_options=options))))
+    return _guarded(lambda: _logged(args, lambda options: command_demo_data(
+        args.output, customers=args.customers, seed=args.seed, master=args.master,
+        session_options=options, remote=args.remote)))
+
+
+# ----------------------------------------------------------------------------- issue 16:
+# a quiet console (log file for Spark's output), --version, a manual page per command
+
+
+def _version_text() -> str:
+    from orchestrator._version import __version__
+
+    return f"orchestrator {__version__} (Python {sys.version.split()[0]})"
+
+
+def _add_console_arguments(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: "orchestrator -v run" and "orchestrator run -v" both work, neither overrides.
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show every log line and Spark's own output (Ivy, log4j) on the "
+                        "console instead of the log file (default: off)")
+    parser.add_argument("--log-dir", help="directory of the log file (default: "
+                        + _LOG_DIR_DEFAULTS[parser.prog.split()[-1]] + ")")
+
+
+_LOG_DIR_DEFAULTS = {"run": "<output dir>/logs", "score": "./orchestrator-logs",
+                     "demo-data": "<--output>/_logs"}
+
+_EXIT_CODES = """EXIT STATUS
+  0    success
+  1    a step failed (the message says which and why)
+  2    bad config, specs or arguments (nothing was run)
+  130  interrupted (Ctrl-C, SIGTERM)
+"""
+_EXAMPLES = {
+    "validate": """  orchestrator validate conf/demo.yml
+      Check every spec of the demo job; prints one line, or every problem at once.""",
+    "run": """  orchestrator run conf/demo.yml
+      Train the demo job: one line per step, then the summary; the last line
+      names the log file holding Spark's output.
+  orchestrator run conf/demo_full.yml --master local[2] --output-dir out/
+      Tune, calibrate and track with two local cores; plots and logs under out/.
+  orchestrator run conf/demo.yml --verbose
+      The same with every log line and Spark's own output on the console.""",
+    "score": """  orchestrator score --model-uri models:/churn_classifier@champion \
+      --input data/demo/churn --output data/demo/churn_predictions --keep-columns customer_id
+      Append the champion's predictions for the input's latest version; a re-run
+      for the same version appends nothing.""",
+    "demo-data": """  orchestrator demo-data --output data/demo
+      Write the churn, customer_features and churn_labels tables (5,000 customers).
+  orchestrator demo-data --output /tmp/demo --customers 500 --seed 7
+      A small set for a quick try.""",
+    "report": """  orchestrator report 3f2a9c... -o churn-report.html
+      Write the HTML report of a tracked run from the default MLflow store.""",
+    "reproduce": """  orchestrator reproduce 3f2a9c... --tracking-uri sqlite:///mlruns/mlflow.db
+      Re-run the run pinned to the Delta versions it read; exit 1 on any disagreement.""",
+    "compare": """  orchestrator compare 3f2a9c... 8b1d0e... --json
+      The differences in specs, data versions, libraries and metrics, as JSON.""",
+}
+
+
+def _document_commands(commands) -> None:
+    """Give every subcommand a manual page: examples and exit status after its options."""
+    for name, sub in commands.choices.items():
+        example = _EXAMPLES.get(name, f"  orchestrator {name} --help")
+        sub.formatter_class = argparse.RawDescriptionHelpFormatter
+        if sub.description and "\n" not in sub.description:  # raw from here on: wrap it once
+            sub.description = textwrap.fill(sub.description, 78)
+        sub.epilog = f"EXAMPLES\n{example}\n\n{_EXIT_CODES}"
+
+
+def _log_dir(args: argparse.Namespace) -> str:
+    if args.log_dir:
+        return args.log_dir
+    if args.command == "demo-data":
+        return os.path.join(args.output, "_logs")
+    if args.command == "run":
+        from orchestrator.config import load_config
+
+        output = args.output_dir or load_config(args.config).workflow_kwargs.get("output_dir")
+        return os.path.join(os.path.expanduser(output or "output"), "logs")
+    return "orchestrator-logs"
+
+
+def _logged(args: argparse.Namespace, command) -> int:
+    """Run a Spark command with its full log, and the JVM's output, in a file named at the end.
+
+    ``command(session_options)`` passes the options to ``get_spark``. With
+    ``--verbose`` everything stays on the console; the Delta jars are cached either way.
+    """
+    from orchestrator.entrypoints import console
+
+    options = {"jars_cache_dir": console.jars_cache_dir()}
+    if args.verbose:
+        return command(options)
+    log_path = console.attach_log_file(console.default_log_path(_log_dir(args), args.command))
+    options["jvm_log_path"] = log_path
+    try:
+        return command(options)
+    finally:
+        sys.stderr.flush()
+        print(f"log: {log_path} (every log line and Spark's output)", flush=True)
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
@@ -420,9 +565,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     _check_master(parser, args.master)
+    _check_remote(parser, args)
     setup_logging(args.log_level)
     return _guarded(lambda: command_run(args.config, master=args.master,
-                                        output_dir=args.output_dir,
+                                        remote=args.remote, output_dir=args.output_dir,
                                         fail_on_reject=args.fail_on_reject))
 
 
@@ -435,6 +581,7 @@ def score_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     _check_master(parser, args.master)
+    _check_remote(parser, args)
     setup_logging(args.log_level)
     return _guarded(lambda: command_score(args))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 
@@ -15,7 +15,8 @@ _LOCAL_WAREHOUSE = {"spark.sql.warehouse.dir": os.path.join(tempfile.gettempdir(
 
 
 def run_config(config_path: str, *, spark: Any = None, master: str | None = None,
-               output_dir: str | None = None, on_session: Callable[[Any], None] | None = None):
+               output_dir: str | None = None, on_session: Callable[[Any], None] | None = None,
+               session_options: Mapping[str, Any] | None = None, remote: str | None = None):
     """Load and validate a config, get a session if the job needs one, run the workflow.
 
     Parameters
@@ -31,6 +32,13 @@ def run_config(config_path: str, *, spark: Any = None, master: str | None = None
         Overrides the config's ``output_dir``.
     on_session : callable, optional
         Called with the session this function obtained (e.g. to set its log level).
+    session_options : mapping, optional
+        Extra keyword arguments of ``get_spark`` for a new session (the CLI's
+        ``jvm_log_path`` and ``jars_cache_dir``).
+    remote : str, optional
+        Spark Connect URL of a new session (``sc://host:port`` or ``local[N]``);
+        overrides the config's ``spark.remote``. ``master`` and ``remote`` exclude
+        each other; with neither, the config's, then ``$SPARK_REMOTE``.
 
     Returns
     -------
@@ -55,10 +63,18 @@ def run_config(config_path: str, *, spark: Any = None, master: str | None = None
 
         bound_mlflow_requests(specs.mlflow.timeout_s)
     if spark is None and (config.needs_spark() or config.resolved.get("tuning")):
-        from orchestrator.io.session import get_spark
+        from orchestrator.entrypoints.process import workers_use_this_interpreter
+        from orchestrator.io.session import choose_remote, get_spark
 
-        spark = get_spark("orchestrator-train", master=master or config.spark_master,
-                          conf={**_LOCAL_WAREHOUSE, **config.spark_conf})
+        if not master and not remote:
+            master, remote = config.spark_master, config.spark_remote
+        remote = choose_remote(remote, master, os.environ)
+        workers_use_this_interpreter(remote)
+        # A remote Connect server keeps its own static settings, such as the warehouse.
+        conf = config.spark_conf if remote and remote.startswith("sc://") else {
+            **_LOCAL_WAREHOUSE, **config.spark_conf}
+        spark = get_spark("orchestrator-train", master=master, remote=remote, conf=conf,
+                          **(session_options or {}))
         if on_session is not None:
             on_session(spark)
     kwargs = dict(config.workflow_kwargs)

@@ -1,0 +1,145 @@
+"""What the command line prints: version, manual pages, a short run with Spark's output in a file."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator._version import __version__
+from orchestrator.entrypoints.cli import main
+from orchestrator.entrypoints.console import ConsoleFilter
+
+SUBCOMMANDS = ["validate", "run", "score", "demo-data", "report"]
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip().startswith(f"orchestrator {__version__} ")
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_each_command_has_a_manual_page(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    page = capsys.readouterr().out
+    examples = page.split("EXAMPLES", 1)[1]
+    assert re.search(rf"^\s+orchestrator {re.escape(command)} \S", examples, re.M), page
+    for code, meaning in (("0", "success"), ("1", "a step failed"), ("2", "bad config")):
+        assert re.search(rf"^\s+{code}\s+{meaning}", page, re.M), (code, page)
+    # Every option states its default (or that it is required).
+    options = [line for line in page.splitlines() if re.match(r"\s+--?\w", line)]
+    assert options
+    body = page.split("options:", 1)[1].split("EXAMPLES", 1)[0]
+    for block in re.split(r"\n(?=  -)", body.strip()):
+        if block.lstrip().startswith("-h, --help"):
+            continue
+        required = block.split()[0] in ("--model-uri", "--input", "--output") \
+            and command == "score"
+        assert "default" in block or required, block
+
+
+def test_top_level_help_documents_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    page = capsys.readouterr().out
+    assert "0 success, 1 a step failed, 2 bad config" in page
+    assert "--version" in page and "--verbose" in page
+
+
+def _record(msg, args=(), name="orchestrator.tuning.objective", level=logging.INFO):
+    return logging.LogRecord(name, level, __file__, 0, msg, args, None)
+
+
+def test_console_filter_keeps_what_matters():
+    times = iter([0.0, 1.0, 2.0, 6.5, 7.0])
+    console = ConsoleFilter(progress_every_s=5.0, clock=lambda: next(times))
+    progress = "Tuning: %d/%d trials done (%d failed), best %s %s, %.1f s elapsed"
+    shown = [console.filter(_record(progress, (n, 5, 0, "roc_auc", "0.8", 1.0)))
+             for n in (1, 2, 3, 4, 5)]
+    # The first, the next after 5 s, and the last trial always.
+    assert shown == [True, False, False, True, True]
+    step = "orchestrator.workflow"
+    assert not console.filter(_record("Step %d/8 %s: started", (1, "data_loading"), step))
+    assert console.filter(_record("Step %d/8 %s: finished in %.2f s", (1, "x", 1.0), step))
+    assert not console.filter(_record("Closing down clientserver connection", name="py4j"))
+    assert console.filter(_record("disk full", name="py4j", level=logging.WARNING))
+
+
+# ------------------------------------------------------------------ a real run, end to end
+
+_CONFIG = """\
+data: {{path: {data}/churn, label: churned}}
+features:
+  - {{columns: [age, tenure_months, monthly_charges], type: numeric}}
+  - {{columns: [plan, region], type: categorical}}
+model: {{estimator: logistic_regression, params: {{max_iter: 200}}}}
+validation: {{strategy: cross_validation, params: {{cv_folds: 2}}}}
+output_dir: {out}
+"""
+
+
+@pytest.fixture(scope="module")
+def small_job(spark, tmp_path_factory):
+    """A 300-customer demo table and a config training on it."""
+    from orchestrator.io.demo_data import write_demo_tables
+
+    root = tmp_path_factory.mktemp("cli_output")
+    write_demo_tables(spark, str(root / "data"), n_customers=300, seed=3)
+    config = root / "job.yml"
+    config.write_text(_CONFIG.format(data=root / "data", out=root / "out"))
+    return config, root / "out"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    return subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True,
+                          text=True, env=env, timeout=600)
+
+
+def _summary_lines(stdout: str) -> int:
+    rulers = [i for i, line in enumerate(stdout.splitlines()) if set(line) == {"="}]
+    return rulers[-1] - rulers[0] + 1 if len(rulers) >= 2 else 0
+
+
+@pytest.mark.spark
+def test_run_prints_steps_and_summary_and_names_its_log(small_job):
+    config, out = small_job
+    result = _run("run", str(config), "--master", "local[1]")
+    assert result.returncode == 0, result.stderr
+    console = result.stdout + result.stderr
+    lines = console.splitlines()
+    # Our lines (steps, warnings, the log file) besides the summary: a screenful at most.
+    assert len(lines) - _summary_lines(result.stdout) <= 30, console
+    assert "Step 1/8 data_loading: finished in" in console
+    assert "Step 6/8 validation: finished in" in console
+    assert "ML workflow summary" in result.stdout
+    for noise in (":: resolution report", "Ivy Default Cache", " WARN ", "log4j",
+                  "Using incubator modules"):
+        assert noise not in console, noise
+    last = result.stdout.rstrip().splitlines()[-1]
+    assert last.startswith("log: "), last
+    log = Path(last.split()[1])
+    assert log.is_file() and log.parent == out / "logs"
+    text = log.read_text()
+    assert "INFO SparkContext: Running Spark version" in text  # log4j writes to it
+    assert "Step 1/8 data_loading: started" in text            # and every Python log line
+
+
+@pytest.mark.spark
+def test_verbose_shows_everything(small_job):
+    config, _ = small_job
+    result = _run("run", str(config), "--master", "local[1]", "--verbose")
+    assert result.returncode == 0, result.stderr
+    # Lines the default console hides: step starts, and the JVM's own output.
+    assert "orchestrator.workflow: Step 1/8 data_loading: started" in result.stderr
+    assert "Using incubator modules" in result.stderr or " WARN " in result.stderr
+    assert not result.stdout.rstrip().splitlines()[-1].startswith("log: ")
