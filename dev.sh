@@ -60,12 +60,12 @@ setup_lowest() {
   fi
 }
 
-# The Spark tests of the workflow's steps (Delta reads, feature store, scoring, the notebooks,
-# Delta to MLflow to batch scoring, tuning) again on a Spark Connect session (tests/conftest.py
-# --spark-mode=connect: a local[2] Connect server in the pytest process). The classic run above
-# covers the rest; README "Spark Connect" says which tests run where.
+# The Spark tests of the workflow's steps (Delta reads, feature store, scoring, the notebooks:
+# a whole job from config to MLflow to batch scoring, tuning) again on a Spark Connect session
+# (tests/conftest.py --spark-mode=connect: a local[2] Connect server in the pytest process).
+# The classic run above covers the rest; README "Spark Connect" says which tests run where.
 CONNECT_TESTS="tests/test_training_data.py tests/test_feature_store.py tests/test_scoring.py
-  tests/test_demo_data.py tests/test_notebooks.py tests/test_ml_breadth.py tests/test_tuning_connect.py"
+  tests/test_notebooks.py tests/test_tuning_connect.py"
 connect_stage() {
   echo "==> Spark Connect pass: $(echo $CONNECT_TESTS | wc -w) test files"
   local started=$SECONDS

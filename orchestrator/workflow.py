@@ -154,7 +154,8 @@ def _load_rows(specs: WorkflowSpecs, X, y, spark, results: WorkflowResult, colum
     from orchestrator.io.feature_store import build_training_set
 
     loaded = build_training_set(_require_spark(spark, "feature_store_spec"), specs.feature_store,
-                                feature_columns=columns)
+                                feature_columns=columns,
+                                extra_columns=specs.validation.side_columns)
     results.data = dict(loaded.lineage)
     return loaded.X.loc[:, columns], loaded.y
 

@@ -15,6 +15,30 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 SPARK_MODES = ("classic", "connect")
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_process_state_is_per_test():
+    """Tests that drive entry points in-process (the CLI sets MLflow's HTTP bounds, `score`
+    its global URIs) or call mlflow.set_experiment (which exports MLFLOW_EXPERIMENT_ID) must
+    not leak that process state into later tests or the subprocesses they start."""
+    import signal
+
+    import mlflow
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    environ = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    tracking = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    yield
+    for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        if key not in environ:
+            del os.environ[key]
+    os.environ.update(environ)
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(None)
+    for signum, handler in handlers.items():
+        if signal.getsignal(signum) is not handler and handler is not None:
+            signal.signal(signum, handler)
+
+
 def pytest_addoption(parser):
     parser.addoption(
         "--spark-mode", choices=SPARK_MODES,

@@ -196,6 +196,11 @@ _SIGTERM_STEPS = {  # step -> the config lines that reach it soon and make it la
 }
 
 
+def _default_signals() -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="module")
 def sigterm_table(spark, tmp_path_factory):
     path = tmp_path_factory.mktemp("sigterm") / "table"
@@ -219,9 +224,12 @@ def test_sigterm_in_each_step_exits_143_and_ends_the_run_killed(step, sigterm_ta
         f"mlflow: {{tracking_uri: '{store}', experiment_name: sigterm}}\n"
         f"output_dir: {tmp_path / 'out'}\n" + _SIGTERM_STEPS[step])
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    # Started the way a scheduler starts a job: default signal dispositions (a disposition the
+    # test process happens to have must not be inherited).
     process = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", "job.yml",
                                 "--master", "local[1]", "--verbose"], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               preexec_fn=_default_signals)
     lines, sent = [], None
     try:
         for line in process.stdout:

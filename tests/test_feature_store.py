@@ -473,10 +473,11 @@ def test_demo_config_trains_through_the_feature_store(spark, tmp_path):
     kwargs["model_spec"] = {**kwargs["model_spec"],
                             "params": {**kwargs["model_spec"]["params"], "n_estimators": 50,
                                        "n_jobs": 1}}
-    kwargs.update(validation_params={"cv_folds": 3}, output_dir=str(tmp_path / "out"),
-                  X=None, y=None)
+    kwargs.update(validation_params={**kwargs["validation_params"], "cv_folds": 3},
+                  output_dir=str(tmp_path / "out"), X=None, y=None)
     results = run_ml_workflow(**kwargs, spark=spark)
     assert results["warnings"] == []
+    assert results["validation_strategy"] == "time_series"
     assert 0.7 < results["cv_score"] <= 1.0
     data = results["data"]
     assert data["source"] == "feature_store" and data["training_rows"] == 400

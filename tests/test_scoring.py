@@ -96,6 +96,9 @@ def store(tmp_path_factory):
     yield {"uri": uri, "run_id": run_id, "version": version, "version_2": version_2,
            "reg_version": reg_version, "root": root}
     mlflow.set_tracking_uri(previous)
+    mlflow.set_registry_uri(None)
+    # set_experiment exports MLFLOW_EXPERIMENT_ID; later tests' stores do not know that id.
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
 def _write_delta(spark, frame: pd.DataFrame, path, mode: str = "overwrite") -> None:

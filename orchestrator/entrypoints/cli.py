@@ -287,11 +287,10 @@ def _add_trust_commands(commands) -> None:
 
 
 def _client_for(tracking_uri: str | None):
-    from mlflow import MlflowClient
-
     from orchestrator.tracking import default_tracking_uri
+    from orchestrator.tracking.uri import client_for
 
-    return MlflowClient(tracking_uri=tracking_uri or default_tracking_uri())
+    return client_for(tracking_uri or default_tracking_uri())
 
 
 def command_report(args: argparse.Namespace) -> int:

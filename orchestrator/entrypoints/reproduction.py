@@ -67,10 +67,13 @@ def reproduce_run(run_id: str, *, tracking_uri: str | None = None,
     True
     """
     import yaml
-    from mlflow import MlflowClient
 
     from orchestrator.config import load_config
-    from orchestrator.entrypoints.training import _LOCAL_WAREHOUSE, run_config, validate_job
+    from orchestrator.entrypoints.training import (
+        _LOCAL_WAREHOUSE,
+        run_config,
+        validate_job,
+    )
     from orchestrator.errors import ReproductionError, SpecError
     from orchestrator.specs.model import estimator_param_names
     from orchestrator.tracking import default_tracking_uri
@@ -84,9 +87,10 @@ def reproduce_run(run_id: str, *, tracking_uri: str | None = None,
         read_logged_run,
         redacted_keys,
     )
+    from orchestrator.tracking.uri import client_for
 
     uri = tracking_uri or default_tracking_uri()
-    client = MlflowClient(tracking_uri=uri)
+    client = client_for(uri)
     logged = read_logged_run(client, run_id)
     config = logged["config"]
     if not isinstance(config, Mapping):

@@ -539,7 +539,8 @@ def _size(n: int) -> str:
 
 def build_training_set(spark, spec: FeatureStoreSpec, *,
                        feature_columns: Sequence[str] | None = None,
-                       max_driver_bytes: int | None = None) -> LoadedData:
+                       max_driver_bytes: int | None = None,
+                       extra_columns: Sequence[str] = ()) -> LoadedData:
     """Build a point-in-time correct training set and load it into pandas.
 
     Parameters
@@ -553,6 +554,9 @@ def build_training_set(spark, spec: FeatureStoreSpec, *,
         every column but the label and the excluded ones when None.
     max_driver_bytes : int, optional
         Largest frame to collect; default a quarter of the driver's available memory.
+    extra_columns : sequence of str
+        Label-table columns that may be asked for in ``feature_columns`` although
+        ``exclude_columns`` leaves them out (a validation's ordering or grouping column).
 
     Returns
     -------
@@ -600,7 +604,11 @@ def build_training_set(spark, spec: FeatureStoreSpec, *,
                      lookup.version) for i, lookup in enumerate(spec.lookups)]
     plans = _plan(spec, labels, lookups)
     training_columns = _training_set_columns(labels, plans, spec.exclude_columns)
-    x_columns = _x_columns(spec, training_columns, feature_columns)
+    # Columns of the label table a validation orders or groups by (e.g. the event time) may be
+    # loaded although exclude_columns keeps them out of the training set's features.
+    loadable = [*training_columns, *(c for c in extra_columns
+                                     if c in labels.df.columns and c not in training_columns)]
+    x_columns = _x_columns(spec, loadable, feature_columns)
 
     backend, reason = choose_backend(spec, client_available=_client_available(),
                                      runtime_version=os.environ.get("DATABRICKS_RUNTIME_VERSION"))

@@ -44,6 +44,7 @@ from orchestrator.tracking.params import (
 )
 from orchestrator.tracking.uri import (
     check_tracking_reachable,
+    client_for,
     resolve_tracking_uri,
     tracking_errors,
 )
@@ -101,9 +102,7 @@ class Tracker:
 
     def client(self):
         """An ``MlflowClient`` bound to this run's tracking URI (no global state is read)."""
-        from mlflow import MlflowClient
-
-        return MlflowClient(tracking_uri=self.tracking_uri)
+        return client_for(self.tracking_uri)
 
     # -- logging helpers (all through the client, with this run's id: safe from any thread)
 
@@ -457,12 +456,11 @@ def start_tracking(spec: MLflowSpec, *, resolved_config: Mapping[str, Any]) -> T
     started = time.monotonic()
     # Checked before importing mlflow, so an unreachable server is reported in ~timeout_s.
     check_tracking_reachable(tracking_uri, spec.timeout_s)
-    import mlflow
     import yaml
 
     errors = tracking_errors()
     run_id = None
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    client = client_for(tracking_uri)
     try:
         experiment_id = _experiment_id(client, spec.experiment_name)
         tags = {**redact(dict(spec.tags)), "orchestrator.version": library_versions()[
@@ -571,9 +569,7 @@ class ChildRun:
     _disabled: bool = field(default=False, repr=False)
 
     def _client(self):
-        from mlflow import MlflowClient
-
-        return MlflowClient(tracking_uri=self._context.tracking_uri)
+        return client_for(self._context.tracking_uri)
 
     def _guard(self, what: str, action) -> None:
         if self.run_id is None or self._disabled:
@@ -647,12 +643,11 @@ def child_run(parent: Tracker | RunContext | None, name: str, *,
     if context is None:
         yield ChildRun()
         return
-    from mlflow import MlflowClient
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     child = ChildRun(_context=context)
     try:
-        run = MlflowClient(tracking_uri=context.tracking_uri).create_run(
+        run = client_for(context.tracking_uri).create_run(
             context.experiment_id, run_name=redact_text(name), start_time=start_ms,
             tags={**{str(k): str(v) for k, v in redact(dict(tags or {})).items()},
                   MLFLOW_PARENT_RUN_ID: context.run_id})

@@ -23,8 +23,8 @@ from orchestrator.specs.mlflow import MLflowSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["bounded_http_env", "check_tracking_reachable", "default_tracking_uri",
-           "resolve_tracking_uri", "tracking_errors"]
+__all__ = ["bounded_http_env", "check_tracking_reachable", "client_for", "default_tracking_uri",
+           "registry_uri_for", "resolve_tracking_uri", "tracking_errors"]
 
 
 _HTTP_RETRIES = 1
@@ -94,6 +94,30 @@ def tracking_errors() -> tuple[type[BaseException], ...]:
     from mlflow.exceptions import MlflowException
 
     return (MlflowException, requests.exceptions.RequestException, OSError)
+
+
+def registry_uri_for(tracking_uri: str) -> str:
+    """The model registry that goes with a tracking URI: Unity Catalog on Databricks, else itself.
+
+    Passed explicitly to every client, so a registry URI set globally by other
+    code in the process (``mlflow.set_registry_uri``) never redirects a run's
+    model versions.
+
+    Examples
+    --------
+    >>> registry_uri_for("sqlite:///mlruns.db"), registry_uri_for("databricks")
+    ('sqlite:///mlruns.db', 'databricks-uc')
+    """
+    if _uri_scheme(tracking_uri) == "databricks":
+        return "databricks-uc" + tracking_uri[len("databricks"):]
+    return tracking_uri
+
+
+def client_for(tracking_uri: str):
+    """An ``MlflowClient`` bound to ``tracking_uri`` and its registry (no global URI is read)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri_for(tracking_uri))
 
 
 def bounded_http_env(timeout_s: float) -> dict[str, str]:
