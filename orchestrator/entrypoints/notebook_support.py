@@ -248,7 +248,9 @@ def run_overview(run_id: str | None, *, experiment_name: str | None = None,
 
     from orchestrator.errors import OrchestratorError
 
-    client = MlflowClient(tracking_uri) if tracking_uri else MlflowClient()
+    from orchestrator.tracking.uri import client_for
+
+    client = client_for(tracking_uri) if tracking_uri else MlflowClient()
     if run_id is None:
         run_id = _latest_finished_run(client, experiment_name, tracking_uri)
     try:
