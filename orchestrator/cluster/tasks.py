@@ -169,7 +169,7 @@ def run_on_cluster(session, task_fn: Callable[[Any, Any], Any], task_args_list: 
         for future in futures:
             try:
                 results.append(future.result())
-            except BaseException:
+            except Exception:  # a task failed: stop the others (interrupts are handled below)
                 failed.set()
                 context.cancelJobGroup(group)
                 raise
