@@ -15,28 +15,56 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 SPARK_MODES = ("classic", "connect")
 
 
+def _process_state():
+    """MLflow's global URIs, its MLFLOW_* environment and the SIGTERM/SIGINT handlers."""
+    import signal
+
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    return {
+        "handlers": {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)},
+        "environ": {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")},
+        "tracking": tracking_utils._tracking_uri,
+        "registry": registry_utils._registry_uri,
+    }
+
+
+def _restore_process_state(state) -> None:
+    import signal
+
+    import mlflow
+
+    # set_tracking_uri/set_registry_uri export MLFLOW_TRACKING_URI/MLFLOW_REGISTRY_URI, and
+    # set_registry_uri(None) never unsets its variable: set the URIs first, then the environment.
+    mlflow.set_tracking_uri(state["tracking"])
+    mlflow.set_registry_uri(state["registry"])
+    for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        if key not in state["environ"]:
+            del os.environ[key]
+    os.environ.update(state["environ"])
+    for signum, handler in state["handlers"].items():
+        if signal.getsignal(signum) is not handler and handler is not None:
+            signal.signal(signum, handler)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _mlflow_process_state_is_per_module():
+    """A module-scoped fixture that sets MLflow's global URIs (a store for a whole module)
+    starts after this one and ends before it: nothing it set outlives its module."""
+    state = _process_state()
+    yield
+    _restore_process_state(state)
+
+
 @pytest.fixture(autouse=True)
 def _mlflow_process_state_is_per_test():
     """Tests that drive entry points in-process (the CLI sets MLflow's HTTP bounds, `score`
     its global URIs) or call mlflow.set_experiment (which exports MLFLOW_EXPERIMENT_ID) must
     not leak that process state into later tests or the subprocesses they start."""
-    import signal
-
-    import mlflow
-
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    environ = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
-    tracking = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    state = _process_state()
     yield
-    for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
-        if key not in environ:
-            del os.environ[key]
-    os.environ.update(environ)
-    mlflow.set_tracking_uri(tracking)
-    mlflow.set_registry_uri(None)
-    for signum, handler in handlers.items():
-        if signal.getsignal(signum) is not handler and handler is not None:
-            signal.signal(signum, handler)
+    _restore_process_state(state)
 
 
 def pytest_addoption(parser):
