@@ -64,7 +64,8 @@ def get_workflow_summary(results: WorkflowResult | Mapping[str, Any]) -> str:
     lines.append(f"source:        {source}")
     for key, label in (("delta_version", "delta version"), ("row_count", "rows read"),
                        ("training_rows", "training rows"), ("holdout_rows", "hold-out rows"),
-                       ("sampled", "sampled"), ("read_path", "read path")):
+                       ("sampled", "sampled"), ("read_path", "read path"),
+                       ("sample_weight", "row weights")):
         if data.get(key) is not None:
             lines.append(f"{label + ':':<15}{data[key]}")
     for table in data.get("tables", []) or []:

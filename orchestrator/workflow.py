@@ -128,15 +128,40 @@ def _check_labels(y, specs: WorkflowSpecs) -> tuple[str, list]:
     return kind, classes
 
 
-def _load_data(specs: WorkflowSpecs, X, y, spark, results: WorkflowResult):
-    """(X, y, side): ``side`` holds the validation's grouping/ordering columns (None
-    when there are none), loaded with the rows but never features."""
+def _load_data(specs: WorkflowSpecs, X, y, spark, results: WorkflowResult, weights=None):
+    """(X, y, side, sample_weight): ``side`` holds the validation's grouping/ordering
+    columns (None when there are none) and ``sample_weight`` the rows' checked weights
+    (None without weights), both loaded with the rows but never features. ``weights`` is
+    an array given to ``run_ml_workflow``."""
     columns = feature_columns(specs.features)
-    extra = [c for c in specs.validation.side_columns if c not in columns]
+    weight = specs.sample_weight
+    column = weight.column if weight is not None else None
+    extra = [c for c in dict.fromkeys([*specs.validation.side_columns, column])
+             if c is not None and c not in columns]
     X, y = _load_rows(specs, X, y, spark, results, [*columns, *extra])
     side = X.loc[:, list(specs.validation.side_columns)] if specs.validation.side_columns \
         else None
-    return X.loc[:, columns], y, side
+    sample_weight = None
+    if weight is not None:
+        from orchestrator.steps.weights import check_sample_weight_values
+
+        where = ("data_spec.sample_weight" if specs.data is not None
+                 and specs.data.sample_weight else "sample_weight")
+        if column is not None:
+            sample_weight = check_sample_weight_values(
+                X[column], where=f"{where} (column {column!r})")
+        else:
+            import pandas as pd
+
+            if isinstance(weights, pd.Series) and not weights.index.equals(X.index):
+                raise DataError("run_ml_workflow.sample_weight: its index differs from X's, so "
+                                "weights cannot be paired with rows safely; reset both or "
+                                "align them first.")
+            sample_weight = check_sample_weight_values(
+                weights.to_numpy() if isinstance(weights, pd.Series) else weights,
+                where="run_ml_workflow.sample_weight", rows=len(X))
+        results.data["sample_weight"] = weight.description
+    return X.loc[:, columns], y, side, sample_weight
 
 
 def _load_rows(specs: WorkflowSpecs, X, y, spark, results: WorkflowResult, columns: list[str]):
@@ -178,9 +203,11 @@ def _active_spark(spark):
     return active_session(spark)[0]
 
 
-def _fit(estimator, X, y, what: str):
+def _fit(estimator, X, y, what: str, sample_weight=None):
+    from orchestrator.steps.weights import fit_weighted
+
     try:
-        return estimator.fit(X, y)
+        return fit_weighted(estimator, X, y, sample_weight)
     except OrchestratorError:
         raise  # already ours and explained (our errors are ValueErrors too)
     except (ValueError, TypeError) as exc:
@@ -213,7 +240,7 @@ def run_ml_workflow(feature_specs: Any, model_spec: Any, X: Any = None, y: Any =
                     promotion_spec: Any = None,
                     output_dir: str | Path | None = None,
                     resolved_config: dict | None = None, threshold_spec: Any = None,
-                    explain_spec: Any = None) -> WorkflowResult:
+                    explain_spec: Any = None, sample_weight: Any = None) -> WorkflowResult:
     """Run the whole training workflow described by the specs.
 
     Parameters
@@ -240,6 +267,12 @@ def run_ml_workflow(feature_specs: Any, model_spec: Any, X: Any = None, y: Any =
         the binary classifier's decision threshold, chosen by cross-validation.
     explain_spec : dict or True, optional
         Permutation importance on held-out rows, and ``{"shap": True}`` a SHAP plot.
+    sample_weight : str or array-like, optional
+        Row weights: the name of a column of ``X`` (or of the data source; the same as
+        ``data_spec.sample_weight``), or one weight per row of ``X``. Never a feature;
+        every fit (training, tuning trials, validation folds, calibration, the
+        threshold) is weighted and every validation score weights the scored rows.
+        The estimator's ``fit`` must take ``sample_weight``.
 
     Returns
     -------
@@ -265,6 +298,11 @@ def run_ml_workflow(feature_specs: Any, model_spec: Any, X: Any = None, y: Any =
     >>> results["cv_score"]  # doctest: +SKIP
     0.83
     """
+    if isinstance(sample_weight, bool):
+        raise SpecError(["run_ml_workflow.sample_weight: expected a column name or an array "
+                         f"of one weight per row, got {sample_weight!r}."])
+    weights_array = None if sample_weight is None or isinstance(sample_weight, str) \
+        else sample_weight
     if (X is None) != (y is None):
         given, missing = ("X", "y") if X is not None else ("y", "X")
         raise SpecError([f"run_ml_workflow: {given} was given without {missing}; pass both, or "
@@ -276,7 +314,8 @@ def run_ml_workflow(feature_specs: Any, model_spec: Any, X: Any = None, y: Any =
                         mlflow_spec=mlflow_spec, feature_store_spec=feature_store_spec,
                         promotion_spec=promotion_spec,
                         data_given=X is not None or y is not None,
-                        threshold_spec=threshold_spec, explain_spec=explain_spec)
+                        threshold_spec=threshold_spec, explain_spec=explain_spec,
+                        sample_weight=True if weights_array is not None else sample_weight)
     output = Path(output_dir) if output_dir is not None else Path(
         tempfile.mkdtemp(prefix="orchestrator-run-"))
     _check_output_space(output)
@@ -291,7 +330,7 @@ def run_ml_workflow(feature_specs: Any, model_spec: Any, X: Any = None, y: Any =
         k: v for k, v in results.specs.items() if v is not None}
 
     with _tracking(specs, config, results) as tracker:
-        _run_steps(specs, X, y, spark, output, results, tracker)
+        _run_steps(specs, X, y, spark, output, results, tracker, weights_array)
     if "local_model" in results.artifacts:
         # Logging failed: the summary (with why, and how to end the run) is kept beside it.
         from orchestrator.summary import get_workflow_summary
@@ -379,17 +418,19 @@ def _tracking(specs: WorkflowSpecs, config: dict, results: WorkflowResult) -> It
 
 
 def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: WorkflowResult,
-               tracker) -> None:
+               tracker, weights=None) -> None:
     from sklearn.base import clone
 
     from orchestrator.steps.metrics import (MetricScorer, WorkflowScorer, default_pos_label,
                                       primary_metric)
     from orchestrator.steps.pipeline import build_ml_pipeline
-    from orchestrator.steps.validation import (cross_validate_procedure, score_holdout,
-                                         split_holdout)
+    from orchestrator.steps.validation import (cross_validate_procedure, holdout_positions,
+                                               score_holdout)
+    from orchestrator.steps.weights import (drop_routing_requests, request_sample_weight,
+                                            rows_of)
 
     with _step(1, "data_loading", results):
-        X, y, side = _load_data(specs, X, y, spark, results)
+        X, y, side, w = _load_data(specs, X, y, spark, results, weights)
         _warn_random_folds_on_time(specs, results)
         from orchestrator.steps.data_checks import check_feature_values
 
@@ -402,14 +443,19 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: Workflo
                        primary_metric=primary, pos_label=pos_label)
         scorer = WorkflowScorer(kind, primary, pos_label)
         _check_class_balance(y, kind, primary, specs, results)
-        X_test = y_test = None
+        X_test = y_test = w_test = None
         if specs.validation.strategy == "train_test":
-            X, X_test, y, y_test, side = split_holdout(X, y, specs.validation, kind, side)
+            train, test = holdout_positions(X, y, specs.validation, kind, side)
+            X, X_test, y, y_test = X.iloc[train], X.iloc[test], y.iloc[train], y.iloc[test]
+            side = side.iloc[train] if side is not None else None
+            w, w_test = rows_of(w, train), rows_of(w, test)
             results.data["holdout_rows"] = len(y_test)
         results.data["training_rows"] = len(y)
 
     with _step(2, "pipeline_construction", results):
         pipeline = build_ml_pipeline(specs.features, specs.model)
+        if w is not None:  # the model step asks for the rows' weights in every fit
+            pipeline = request_sample_weight(pipeline)
         # Nested CV tunes inside each outer fold, starting from the model spec's params.
         pipeline_before_tuning = clone(pipeline)
 
@@ -421,7 +467,7 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: Workflo
             ok, outcome = _degrade("tuning", results, lambda: tune(
                 pipeline, X, y, specs.tuning, model_spec=specs.model,
                 scoring=tuning_metric, spark=_active_spark(spark),
-                cv=_tuning_folds(specs, kind, X, y, side)))
+                cv=_tuning_folds(specs, kind, X, y, side), sample_weight=w))
             if ok:
                 pipeline.set_params(**outcome.best_params)
                 results.tuning_summary = outcome.summary
@@ -442,12 +488,12 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: Workflo
                                           "params_used": dict(specs.model.params)}
 
     with _step(4, "training", results):
-        model = _fit(clone(pipeline), X, y, "training")
+        model = _fit(clone(pipeline), X, y, "training", w)
         procedure = pipeline
 
     if specs.calibration is not None:
         with _step(5, "calibration", results):
-            ok, outcome = _calibrate(specs, pipeline, X, y, output, results)
+            ok, outcome = _calibrate(specs, pipeline, X, y, output, results, w)
             if ok:
                 results.calibration_summary = {**outcome.summary,
                                                "calibrated": outcome.calibrated}
@@ -467,26 +513,30 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: Workflo
             from orchestrator.steps.threshold import with_threshold
 
             # Wraps the procedure: cross-validation below refits the threshold in each fold.
-            procedure = with_threshold(procedure, specs.threshold, pos_label)
-            model = _fit(clone(procedure), X, y, "choosing the decision threshold")
+            procedure = with_threshold(procedure, specs.threshold, pos_label,
+                                       weighted=w is not None)
+            model = _fit(clone(procedure), X, y, "choosing the decision threshold", w)
             _summarise_threshold(model, specs, output, results)
 
-    results.pipeline = model
+    # Routing requests are fit-time state that skops cannot serialise; predict needs none.
+    results.pipeline = drop_routing_requests(model) if w is not None else model
     # Held-out predictions are only needed for MLflow's plots.
     keep_predictions = tracker is not None and specs.mlflow.log_plots
     with _step(6, "validation", results):
         if specs.validation.strategy == "nested_cross_validation":
             outcome = _validate(lambda: _nested_cv(specs, pipeline_before_tuning, X, y, side,
                                                    scorer, kind, primary, pos_label, spark,
-                                                   keep_predictions))
+                                                   keep_predictions, w))
         elif specs.validation.is_cross_validation:
             outcome = _validate(lambda: cross_validate_procedure(
                 clone(procedure), X, y, specs.validation, scorer, kind,
-                keep_predictions=keep_predictions, side=side, session=_active_spark(spark)))
+                keep_predictions=keep_predictions, side=side, session=_active_spark(spark),
+                sample_weight=w))
         elif specs.validation.strategy == "train_test":
             outcome = _validate(lambda: score_holdout(model, X_test, y_test, scorer,
                                                       train_rows=len(y),
-                                                      keep_predictions=keep_predictions))
+                                                      keep_predictions=keep_predictions,
+                                                      sample_weight=w_test))
         else:
             outcome = None
         if outcome is not None:
@@ -502,7 +552,7 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: Workflo
         with _step(6, "explanations", results):
             _degrade("explanations", results, lambda: _explain(
                 specs, procedure, model, X, y, X_test, y_test, kind, primary, pos_label, output,
-                results))
+                results, w))
 
     from orchestrator.summary import get_workflow_summary
 
@@ -635,9 +685,11 @@ def _summarise_threshold(model, specs: WorkflowSpecs, output: Path,
 
 
 def _explain(specs: WorkflowSpecs, procedure, model, X, y, X_test, y_test, kind: str,
-             primary: str, pos_label: Any, output: Path, results: WorkflowResult) -> None:
+             primary: str, pos_label: Any, output: Path, results: WorkflowResult,
+             sample_weight=None) -> None:
     """Permutation importance (and SHAP) on held-out rows: the train_test hold-out with the
-    returned model, else one extra split of the training rows with a model refit on the rest."""
+    returned model, else one extra split of the training rows with a model refit on the rest
+    (with its rows' weights; the importances count rows unweighted)."""
     from sklearn.base import clone
 
     from orchestrator.plots import plot_feature_importance, plot_shap_summary
@@ -654,9 +706,11 @@ def _explain(specs: WorkflowSpecs, procedure, model, X, y, X_test, y_test, kind:
         explained, X_held, y_held = model, X_test, y_test
         description = f"the train_test hold-out ({len(y_held)} rows), the returned model"
     else:
-        X_fit, X_held, y_fit, y_held = explanation_split(
-            X, y, kind, random_state=specs.validation.random_state or 0)
-        explained = _fit(clone(procedure), X_fit, y_fit, "explanations")
+        X_fit, X_held, y_fit, y_held, *w_fit = explanation_split(
+            X, y, kind, random_state=specs.validation.random_state or 0,
+            sample_weight=sample_weight)
+        w_fit = w_fit[0] if w_fit else None
+        explained = _fit(clone(procedure), X_fit, y_fit, "explanations", w_fit)
         description = (f"an extra 20% split of the training rows ({len(y_held)} rows), a model "
                        f"refit on the other {len(y_fit)}")
     explanations: dict[str, Any] = {"rows": description}
@@ -687,12 +741,13 @@ def _explain(specs: WorkflowSpecs, procedure, model, X, y, X_test, y_test, kind:
         explanations["shap"] = "shap_summary.png"
 
 
-def _calibrate(specs: WorkflowSpecs, pipeline, X, y, output: Path, results: WorkflowResult):
+def _calibrate(specs: WorkflowSpecs, pipeline, X, y, output: Path, results: WorkflowResult,
+               sample_weight=None):
     from orchestrator.steps.calibration import calibrate
 
     return _degrade("calibration", results, lambda: calibrate(
         pipeline, X, y, specs.calibration, output_dir=output,
-        random_state=specs.validation.random_state))
+        random_state=specs.validation.random_state, sample_weight=sample_weight))
 
 
 def _warn_random_folds_on_time(specs: WorkflowSpecs, results: WorkflowResult) -> None:
@@ -719,7 +774,7 @@ def _tuning_folds(specs: WorkflowSpecs, kind: str, X, y, side):
 
 
 def _nested_cv(specs: WorkflowSpecs, pipeline, X, y, side, scorer, kind: str, primary: str,
-               pos_label, spark, keep_predictions: bool):
+               pos_label, spark, keep_predictions: bool, sample_weight=None):
     """Nested CV: each outer fold tunes with the tuning spec (its trials one after another,
     inside the fold's task), so the outer folds are what runs concurrently on the cluster."""
     import functools
@@ -737,7 +792,8 @@ def _nested_cv(specs: WorkflowSpecs, pipeline, X, y, side, scorer, kind: str, pr
     return nested_cross_validate(pipeline, X, y, specs.validation, scorer, kind,
                                  tune_fold=tune_fold, inner_folds=specs.tuning.cv_folds,
                                  inner_seed=specs.tuning.seed, side=side,
-                                 keep_predictions=keep_predictions, session=_active_spark(spark))
+                                 keep_predictions=keep_predictions, session=_active_spark(spark),
+                                 sample_weight=sample_weight)
 
 
 def _validate(action: Callable[[], Any]):

@@ -36,6 +36,7 @@ from orchestrator.specs.validation import (
     check_nested_needs_tuning,
     parse_validation_spec,
 )
+from orchestrator.specs.weights import SampleWeightSpec, check_sample_weight_spec
 
 __all__ = [
     "WorkflowSpecs",
@@ -51,6 +52,7 @@ __all__ = [
     "PromotionSpec",
     "ThresholdSpec",
     "ExplainSpec",
+    "SampleWeightSpec",
     "Problems",
     "did_you_mean",
 ]
@@ -71,6 +73,7 @@ class WorkflowSpecs:
     promotion: PromotionSpec | None = None
     threshold: ThresholdSpec | None = None
     explain: ExplainSpec | None = None
+    sample_weight: SampleWeightSpec | None = None
 
 
 def _typed_or_parsed(raw: Any, spec_type: type, parse, *args):
@@ -83,7 +86,8 @@ def parse_specs(*, feature_specs: Any, model_spec: Any,
                 calibration_spec: Any = None, mlflow_spec: Any = None,
                 feature_store_spec: Any = None, promotion_spec: Any = None,
                 data_given: bool = False,
-                threshold_spec: Any = None, explain_spec: Any = None) -> WorkflowSpecs:
+                threshold_spec: Any = None, explain_spec: Any = None,
+                sample_weight: str | bool | None = None) -> WorkflowSpecs:
     """Validate all specs of a job at once.
 
     Parameters
@@ -93,6 +97,9 @@ def parse_specs(*, feature_specs: Any, model_spec: Any,
         The specs as plain dicts/lists (as in YAML) or as spec objects.
     data_given : bool
         True when the caller passes X and y directly, so no data source is needed.
+    sample_weight : str, bool or None
+        ``run_ml_workflow(sample_weight=...)``: the weight column's name, or True when
+        the weights are an array (``data_spec.sample_weight`` names it in the data spec).
 
     Returns
     -------
@@ -153,8 +160,16 @@ def parse_specs(*, feature_specs: Any, model_spec: Any,
                     problems.add("data_spec.columns", f"feature column {column!r} is not among "
                                  "the projected columns; add it to data_spec.columns"
                                  f"{did_you_mean(column, data.columns)}.")
+    weights = check_sample_weight_spec(
+        from_data=getattr(data, "sample_weight", None), from_call=sample_weight,
+        estimator_class=model.estimator_class() if model is not None else None,
+        estimator_name=getattr(model, "estimator", None),
+        label=data.label if data is not None else getattr(
+            getattr(feature_store, "labels", None), "label", None),
+        features=feature_columns(features), projected=getattr(data, "columns", None),
+        has_source=bool(sources), problems=problems)
     problems.raise_if_any()
     return WorkflowSpecs(features=features, model=model, validation=validation, data=data,
                          tuning=tuning, calibration=calibration, mlflow=mlflow,
                          promotion=promotion, feature_store=feature_store, threshold=threshold,
-                         explain=explain)
+                         explain=explain, sample_weight=weights)

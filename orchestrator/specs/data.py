@@ -10,7 +10,7 @@ from orchestrator.specs.problems import Problems
 from orchestrator.specs.source import TableSource, parse_table_source
 
 _DATA_KEYS = ("path", "table", "version", "timestamp", "label", "columns", "filter", "max_rows",
-              "sample_seed")
+              "sample_seed", "sample_weight")
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,8 @@ class DataSpec(TableSource):
     name such as ``catalog.schema.name``). ``version`` or ``timestamp`` reads
     an older snapshot (time travel). ``columns`` projects, ``filter`` is a Spark
     SQL predicate, ``max_rows`` takes a seeded reproducible sample when the
-    source holds more rows.
+    source holds more rows. ``sample_weight`` names a column of row weights (loaded
+    with the rows, never a feature).
     """
 
     timestamp: str | None = None
@@ -30,6 +31,7 @@ class DataSpec(TableSource):
     filter: str | None = None
     max_rows: int | None = None
     sample_seed: int = 42
+    sample_weight: str | None = None
 
 
 def parse_data_spec(raw: object, problems: Problems) -> DataSpec | None:
@@ -57,7 +59,9 @@ def parse_data_spec(raw: object, problems: Problems) -> DataSpec | None:
     filter_ = problems.string(raw, "filter", where, default=None)
     max_rows = problems.number(raw, "max_rows", where, default=None, integer=True, low=1)
     seed = problems.number(raw, "sample_seed", where, default=42, integer=True, low=0)
+    sample_weight = problems.string(raw, "sample_weight", where, default=None)
     return DataSpec(path=source.path, table=source.table, version=source.version,
                     timestamp=timestamp, label=label,
                     columns=columns, filter=filter_, max_rows=max_rows,
-                    sample_seed=seed if seed is not None else 42)
+                    sample_seed=seed if seed is not None else 42,
+                    sample_weight=sample_weight)

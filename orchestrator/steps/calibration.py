@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -351,20 +352,22 @@ def calibration_target(proba: np.ndarray, y: Any, classes: Sequence[Any]
     return proba.max(axis=1), (classes[top] == y), "predicted probability of the top class"
 
 
-def probability_metrics(y: Any, proba: np.ndarray, classes: Sequence[Any]) -> dict[str, float]:
+def probability_metrics(y: Any, proba: np.ndarray, classes: Sequence[Any],
+                        sample_weight: Any = None) -> dict[str, float]:
     """Brier score, log loss and ECE of ``proba`` (columns in ``classes`` order).
 
     The Brier score is scikit-learn's ``brier_score_loss`` (binary: mean squared
     error of the positive-class probability, in [0, 1]; multiclass: summed over
-    classes, in [0, 2]).
+    classes, in [0, 2]). With ``sample_weight`` the Brier score and the log loss
+    weight each row; the ECE counts rows (its bins are the reliability diagram's).
     """
     from sklearn.metrics import brier_score_loss, log_loss
 
     labels = list(classes)
     confidence, outcome, _ = calibration_target(proba, y, classes)
     return {
-        "brier": float(brier_score_loss(y, proba, labels=labels)),
-        "log_loss": float(log_loss(y, proba, labels=labels)),
+        "brier": float(brier_score_loss(y, proba, labels=labels, sample_weight=sample_weight)),
+        "log_loss": float(log_loss(y, proba, labels=labels, sample_weight=sample_weight)),
         "ece": expected_calibration_error(confidence, outcome),
     }
 
@@ -439,6 +442,16 @@ class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     calibration_rows_per_class_ : int
         Rows of the smallest class one calibrator saw.
 
+    Notes
+    -----
+    ``fit(X, y, sample_weight=w)`` weights the calibrators' fit and passes the weights
+    on to the estimator's fit: with scikit-learn's metadata routing on, to whatever
+    inside it requested them (the workflow's pipeline requests them for its model
+    step); with routing off, as ``CalibratedClassifierCV`` does, only when the
+    estimator's own ``fit`` takes ``sample_weight``. This estimator requests
+    ``sample_weight`` by default, so a meta-estimator around it (the decision
+    threshold) routes the weights to it.
+
     Examples
     --------
     >>> from sklearn.datasets import make_classification
@@ -448,6 +461,10 @@ class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     >>> model.method_
     'sigmoid'
     """
+
+    # Routed to fit by default when metadata routing is on (a class default, so no
+    # request state is stored on instances: skops cannot serialise it).
+    __metadata_request__fit = {"sample_weight": True}
 
     def __init__(self, estimator, *, method: str = "auto", cv: int | str = 5,
                  holdout_fraction: float = 0.2, ensemble: bool | str = "auto",
@@ -459,8 +476,9 @@ class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.ensemble = ensemble
         self.random_state = random_state
 
-    def fit(self, X, y):
-        """Fit the classifier and its calibrator(s) on ``X, y``.
+    def fit(self, X, y, sample_weight=None):
+        """Fit the classifier and its calibrator(s) on ``X, y``, weighting rows by
+        ``sample_weight`` when given (see the class notes).
 
         Raises
         ------
@@ -474,7 +492,11 @@ class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.model_selection import StratifiedKFold
 
+        from sklearn.utils.validation import _check_sample_weight
+
         y = self._check_labels(X, y)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X)
         _check_response(self.estimator)
         classes, counts = _class_counts(y)
         if len(classes) < 2:
@@ -495,7 +517,8 @@ class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             calibration_rows_per_class=self.calibration_rows_per_class_)
 
         if holdout:
-            self.calibrator_ = self._fit_holdout(X, y, classes, CalibratedClassifierCV)
+            self.calibrator_ = self._fit_holdout(X, y, classes, CalibratedClassifierCV,
+                                                 sample_weight)
         else:
             small = {c: int(n) for c, n in zip(classes.tolist(), counts) if n < self.cv}
             if small:
@@ -505,9 +528,10 @@ class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                     f"fewer: {small}. Lower calibration_spec.cv or use cv: holdout.")
             folds = StratifiedKFold(n_splits=self.cv, shuffle=True,
                                     random_state=self.random_state)
+            weighted = {} if sample_weight is None else {"sample_weight": sample_weight}
             self.calibrator_ = CalibratedClassifierCV(
                 clone(self.estimator), method=self.method_, cv=folds,
-                ensemble=self.ensemble_).fit(X, y)
+                ensemble=self.ensemble_).fit(X, y, **weighted)
             self.n_fit_rows_ = self.n_calibration_rows_ = len(np.asarray(y))
         self.classes_ = self.calibrator_.classes_
         for name in ("n_features_in_", "feature_names_in_"):
@@ -559,7 +583,7 @@ class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         tags.input_tags = replace(get_tags(self.estimator).input_tags)
         return tags
 
-    def _fit_holdout(self, X, y, classes, calibrated_cv_class):
+    def _fit_holdout(self, X, y, classes, calibrated_cv_class, sample_weight=None):
         from sklearn.frozen import FrozenEstimator
         from sklearn.model_selection import train_test_split
 
@@ -567,11 +591,16 @@ class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if not 0 < fraction < 1:
             raise CalibrationError(f"holdout_fraction must lie in (0, 1), got {fraction!r}.")
         try:
-            X_fit, X_cal, y_fit, y_cal = train_test_split(
-                X, y, test_size=fraction, stratify=y, random_state=self.random_state)
+            fit_rows, cal_rows = train_test_split(
+                np.arange(len(y)), test_size=fraction, stratify=y,
+                random_state=self.random_state)
         except ValueError as exc:
             raise CalibrationError(f"cannot split off a stratified holdout of {fraction:.0%} "
                                    f"for calibration: {exc}") from exc
+        X_fit, X_cal = _safe_rows(X, fit_rows), _safe_rows(X, cal_rows)
+        y_fit, y_cal = y[fit_rows], y[cal_rows]
+        w_fit, w_cal = ((None, None) if sample_weight is None
+                        else (sample_weight[fit_rows], sample_weight[cal_rows]))
         for part, name in ((y_fit, "model-fitting rows"), (y_cal, "calibration holdout")):
             missing = sorted(set(classes.tolist()) - set(np.unique(np.asarray(part)).tolist()))
             if missing:
@@ -579,14 +608,21 @@ class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                     f"the {name} ({len(np.asarray(part))} rows) contain no row of class(es) "
                     f"{missing}; a class is too small for holdout_fraction={fraction}. Use more "
                     "data, another holdout_fraction, or cv folds.")
-        fitted = clone(self.estimator).fit(X_fit, y_fit)
+        fitted = _fit_estimator(clone(self.estimator), X_fit, y_fit, w_fit)
         n_cal = len(np.asarray(y_cal))
         # A frozen model's predictions do not depend on the folds, so one split
         # whose test part is every calibration row replaces the default 5-fold
         # StratifiedKFold (which would demand 5 rows of each class for nothing).
         single_split = [(np.arange(n_cal), np.arange(n_cal))]
         calibrator = calibrated_cv_class(FrozenEstimator(fitted), method=self.method_,
-                                         cv=single_split, ensemble=False).fit(X_cal, y_cal)
+                                         cv=single_split, ensemble=False)
+        with warnings.catch_warnings():
+            # "Since FrozenEstimator does not appear to accept sample_weight, sample weights
+            # will only be used for the calibration itself": exactly what is meant here.
+            warnings.filterwarnings("ignore", message="Since FrozenEstimator",
+                                    category=UserWarning)
+            calibrator.fit(X_cal, y_cal,
+                           **({} if w_cal is None else {"sample_weight": w_cal}))
         self.n_fit_rows_ = len(np.asarray(y_fit))
         self.n_calibration_rows_ = n_cal
         return calibrator
@@ -600,6 +636,29 @@ class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         """The class with the highest calibrated probability."""
         check_is_fitted(self, "calibrator_")
         return self.calibrator_.predict(X)
+
+
+def _safe_rows(X, positions):
+    from sklearn.utils import _safe_indexing
+
+    return _safe_indexing(X, positions)
+
+
+def _fit_estimator(estimator, X, y, sample_weight):
+    """Fit with ``sample_weight`` as :class:`CalibratedClassifierCV` passes it on: routed
+    when metadata routing is on, else only to an estimator whose fit takes it."""
+    import sklearn
+    from sklearn.utils.validation import has_fit_parameter
+
+    if sample_weight is None:
+        return estimator.fit(X, y)
+    if sklearn.get_config()["enable_metadata_routing"] or has_fit_parameter(
+            estimator, "sample_weight"):
+        return estimator.fit(X, y, sample_weight=sample_weight)
+    warnings.warn(f"Since {type(estimator).__name__} does not appear to accept sample_weight, "
+                  "sample weights will only be used for the calibration itself.", UserWarning,
+                  stacklevel=3)
+    return estimator.fit(X, y)
 
 
 def make_calibrated_procedure(pipeline, spec: CalibrationSpec, *, random_state: int | None = None
@@ -660,7 +719,7 @@ class CalibrationOutcome:
 
 
 def calibrate(pipeline, X, y, spec: CalibrationSpec, *, output_dir: str | Path,
-              random_state: int | None = 42) -> CalibrationOutcome:
+              random_state: int | None = 42, sample_weight: Any = None) -> CalibrationOutcome:
     """Calibrate ``pipeline`` on the training rows, check it helped, and report.
 
     Parameters
@@ -677,6 +736,10 @@ def calibrate(pipeline, X, y, spec: CalibrationSpec, *, output_dir: str | Path,
         (created if missing).
     random_state : int or None
         Seeds the diagnostic split, the holdout split and the folds.
+    sample_weight : array-like, optional
+        One weight per row: every fit is weighted (the pipeline's model step must
+        request them, :func:`orchestrator.steps.weights.request_sample_weight`) and the
+        diagnostic Brier score and log loss weight the diagnostic rows.
 
     Returns
     -------
@@ -700,6 +763,7 @@ def calibrate(pipeline, X, y, spec: CalibrationSpec, *, output_dir: str | Path,
     from sklearn.model_selection import train_test_split
 
     from orchestrator.plots import plot_reliability_diagram
+    from orchestrator.steps.weights import fit_weighted, rows_of
 
     _check_response(pipeline)
     classes, counts = _class_counts(y)
@@ -724,25 +788,28 @@ def calibrate(pipeline, X, y, spec: CalibrationSpec, *, output_dir: str | Path,
                                           ).set_params(method=method)
 
     try:
-        X_rest, X_diag, y_rest, y_diag = train_test_split(
-            X, y, test_size=spec.diagnostic_fraction, stratify=y, random_state=random_state)
+        rest, diag = train_test_split(np.arange(n_rows), test_size=spec.diagnostic_fraction,
+                                      stratify=y, random_state=random_state)
     except ValueError as exc:
         raise CalibrationError(f"cannot hold out a stratified {spec.diagnostic_fraction:.0%} "
                                f"diagnostic split of {n_rows} rows: {exc}") from exc
+    X_rest, X_diag = _safe_rows(X, rest), _safe_rows(X, diag)
+    y_rest, y_diag = _safe_rows(y, rest), _safe_rows(y, diag)
+    w_rest, w_diag = rows_of(sample_weight, rest), rows_of(sample_weight, diag)
     logger.info("calibration: %s (%s); diagnostics on %d held-out rows of %d", method,
                 method_reason, len(np.asarray(y_diag)), n_rows)
 
-    uncalibrated = clone(pipeline).fit(X_rest, y_rest)
+    uncalibrated = fit_weighted(clone(pipeline), X_rest, y_rest, w_rest)
     before = None
     before_curve = None
     if hasattr(uncalibrated, "predict_proba"):
         proba_before = uncalibrated.predict_proba(X_diag)
-        before = probability_metrics(y_diag, proba_before, uncalibrated.classes_)
+        before = probability_metrics(y_diag, proba_before, uncalibrated.classes_, w_diag)
         before_curve = reliability_curve(*calibration_target(proba_before, y_diag,
                                                              uncalibrated.classes_)[:2])
-    diagnostic_model = clone(procedure).fit(X_rest, y_rest)
+    diagnostic_model = fit_weighted(clone(procedure), X_rest, y_rest, w_rest)
     proba_after = diagnostic_model.predict_proba(X_diag)
-    after = probability_metrics(y_diag, proba_after, diagnostic_model.classes_)
+    after = probability_metrics(y_diag, proba_after, diagnostic_model.classes_, w_diag)
     confidence, outcome, axis_label = calibration_target(proba_after, y_diag,
                                                          diagnostic_model.classes_)
     after_curve = reliability_curve(confidence, outcome)
@@ -763,11 +830,11 @@ def calibrate(pipeline, X, y, spec: CalibrationSpec, *, output_dir: str | Path,
     )
 
     if keep:
-        model = clone(procedure).fit(X, y)
+        model = fit_weighted(clone(procedure), X, y, sample_weight)
         final_procedure = clone(procedure)
         final_rows = {"fit": int(model.n_fit_rows_), "calibration": int(model.n_calibration_rows_)}
     else:
-        model = clone(pipeline).fit(X, y)
+        model = fit_weighted(clone(pipeline), X, y, sample_weight)
         final_procedure = clone(pipeline)
         final_rows = {"fit": n_rows, "calibration": 0}
 

@@ -57,7 +57,7 @@ class PermutationImportance:
 
 
 def explanation_split(X: pd.DataFrame, y: pd.Series, kind: str, *, holdout_fraction: float = 0.2,
-                      random_state: int = 0):
+                      random_state: int = 0, sample_weight=None):
     """Split training rows into (fit rows, explanation rows), stratified for classifiers.
 
     Used when the validation strategy leaves no hold-out (cross-validation
@@ -66,14 +66,17 @@ def explanation_split(X: pd.DataFrame, y: pd.Series, kind: str, *, holdout_fract
     Returns
     -------
     X_fit, X_explain, y_fit, y_explain
+        and ``w_fit`` (the fit rows' weights) after them when ``sample_weight`` is given.
     """
     from sklearn.model_selection import train_test_split
 
     stratify = None
     if kind != "regression" and pd.Series(y).value_counts().min() >= 2:
         stratify = y
-    return train_test_split(X, y, test_size=holdout_fraction, random_state=random_state,
-                            stratify=stratify)
+    weights = [] if sample_weight is None else [np.asarray(sample_weight)]
+    parts = train_test_split(X, y, *weights, test_size=holdout_fraction,
+                             random_state=random_state, stratify=stratify)
+    return parts if sample_weight is None else parts[:5]
 
 
 def _sample(X: pd.DataFrame, y: pd.Series, max_rows: int, random_state: int):

@@ -70,8 +70,9 @@ class WorkflowScorer:
             names.insert(0, self.primary)
         return names
 
-    def __call__(self, estimator, X, y) -> dict[str, float]:
-        predictions = _Predictions(estimator, X, y, self.kind, self.pos_label)
+    def __call__(self, estimator, X, y, sample_weight=None) -> dict[str, float]:
+        """Every metric of the task; with ``sample_weight`` each row counts by its weight."""
+        predictions = _Predictions(estimator, X, y, self.kind, self.pos_label, sample_weight)
         scores = {}
         for name in self.metric_names():
             value = predictions.score(name, fallback=name == self.primary)
@@ -94,17 +95,20 @@ class MetricScorer:
         self.pos_label = pos_label
         self.__name__ = metric
 
-    def __call__(self, estimator, X, y) -> float:
-        return _Predictions(estimator, X, y, self.kind, self.pos_label).score(self.metric)
+    def __call__(self, estimator, X, y, sample_weight=None) -> float:
+        return _Predictions(estimator, X, y, self.kind, self.pos_label,
+                            sample_weight).score(self.metric)
 
 
 class _Predictions:
     """One model's predictions on one set of rows, made once and only when a metric needs them."""
 
-    def __init__(self, estimator, X, y, kind: str, pos_label: Any):
+    def __init__(self, estimator, X, y, kind: str, pos_label: Any, sample_weight=None):
         self.estimator, self.X, self.kind = estimator, X, kind
         self.y = np.asarray(y, dtype=float) if kind == "regression" else np.asarray(y)
         self.pos_label = pos_label
+        #: Row weights (None: every row counts once), passed to every metric.
+        self.w = None if sample_weight is None else np.asarray(sample_weight, dtype=float)
         self._cache: dict[str, Any] = {}
 
     def _get(self, key: str, compute):
@@ -166,14 +170,15 @@ class _Predictions:
         if not fallback:
             return None
         scorer = _scorer_with_pos_label(name, self.pos_label if self.kind == "binary" else None)
-        return float(scorer(self.estimator, self.X, self.y))
+        weighted = {} if self.w is None else {"sample_weight": self.w}
+        return float(scorer(self.estimator, self.X, self.y, **weighted))
 
 
 def _ranking(metric):
     def compute(p: _Predictions):
         if p.positive.all() or not p.positive.any():
             return float("nan")
-        return metric(p.positive, p.positive_score)
+        return metric(p.positive, p.positive_score, sample_weight=p.w)
     return compute
 
 
@@ -187,40 +192,50 @@ def _build_metrics() -> dict[str, dict[str, Any]]:
     from sklearn import metrics as m
 
     common = {
-        "accuracy": lambda p: m.accuracy_score(p.y, p.pred),
-        "balanced_accuracy": lambda p: m.balanced_accuracy_score(p.y, p.pred),
+        "accuracy": lambda p: m.accuracy_score(p.y, p.pred, sample_weight=p.w),
+        "balanced_accuracy": lambda p: m.balanced_accuracy_score(p.y, p.pred,
+                                                                 sample_weight=p.w),
     }
     binary = {
         **common,
-        "f1": lambda p: m.f1_score(p.y, p.pred, pos_label=p.positive_class, zero_division=0),
+        "f1": lambda p: m.f1_score(p.y, p.pred, pos_label=p.positive_class, zero_division=0,
+                                   sample_weight=p.w),
         "precision": lambda p: m.precision_score(p.y, p.pred, pos_label=p.positive_class,
-                                                 zero_division=0),
+                                                 zero_division=0, sample_weight=p.w),
         "recall": lambda p: m.recall_score(p.y, p.pred, pos_label=p.positive_class,
-                                           zero_division=0),
+                                           zero_division=0, sample_weight=p.w),
         "roc_auc": _ranking(m.roc_auc_score),
         "average_precision": _ranking(m.average_precision_score),
-        "neg_brier_score": _needs_proba(lambda p: -m.brier_score_loss(p.positive,
-                                                                      p.positive_score)),
-        "neg_log_loss": _needs_proba(lambda p: -m.log_loss(p.y, p.proba, labels=p.classes)),
+        "neg_brier_score": _needs_proba(lambda p: -m.brier_score_loss(
+            p.positive, p.positive_score, sample_weight=p.w)),
+        "neg_log_loss": _needs_proba(lambda p: -m.log_loss(p.y, p.proba, labels=p.classes,
+                                                           sample_weight=p.w)),
     }
 
     def roc_auc_ovr(p: _Predictions):
         if not np.isin(p.classes, np.unique(p.y)).all():
             return float("nan")
-        return m.roc_auc_score(p.y, p.proba, multi_class="ovr", labels=p.classes)
+        return m.roc_auc_score(p.y, p.proba, multi_class="ovr", labels=p.classes,
+                               sample_weight=p.w)
 
     multiclass = {
         **common,
-        "f1_macro": lambda p: m.f1_score(p.y, p.pred, average="macro", zero_division=0),
-        "f1_weighted": lambda p: m.f1_score(p.y, p.pred, average="weighted", zero_division=0),
-        "neg_log_loss": _needs_proba(lambda p: -m.log_loss(p.y, p.proba, labels=p.classes)),
+        "f1_macro": lambda p: m.f1_score(p.y, p.pred, average="macro", zero_division=0,
+                                         sample_weight=p.w),
+        "f1_weighted": lambda p: m.f1_score(p.y, p.pred, average="weighted", zero_division=0,
+                                            sample_weight=p.w),
+        "neg_log_loss": _needs_proba(lambda p: -m.log_loss(p.y, p.proba, labels=p.classes,
+                                                           sample_weight=p.w)),
         "roc_auc_ovr": _needs_proba(roc_auc_ovr),
     }
     regression = {
-        "r2": lambda p: m.r2_score(p.y, p.pred),
-        "neg_root_mean_squared_error": lambda p: -np.sqrt(m.mean_squared_error(p.y, p.pred)),
-        "neg_mean_absolute_error": lambda p: -m.mean_absolute_error(p.y, p.pred),
-        "neg_mean_squared_error": lambda p: -m.mean_squared_error(p.y, p.pred),
+        "r2": lambda p: m.r2_score(p.y, p.pred, sample_weight=p.w),
+        "neg_root_mean_squared_error": lambda p: -np.sqrt(m.mean_squared_error(
+            p.y, p.pred, sample_weight=p.w)),
+        "neg_mean_absolute_error": lambda p: -m.mean_absolute_error(p.y, p.pred,
+                                                                    sample_weight=p.w),
+        "neg_mean_squared_error": lambda p: -m.mean_squared_error(p.y, p.pred,
+                                                                  sample_weight=p.w),
     }
     return {"binary": binary, "multiclass": multiclass, "regression": regression}
 

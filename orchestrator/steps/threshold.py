@@ -26,8 +26,11 @@ __all__ = ["negative_expected_cost", "symmetric_score", "threshold_scorer", "thr
 
 
 def negative_expected_cost(y_true, y_pred, *, pos_label: Any, cost_false_positive: float,
-                           cost_false_negative: float) -> float:
+                           cost_false_negative: float, sample_weight=None) -> float:
     """Minus the mean cost per row of the mistakes in ``y_pred`` (greater is better).
+
+    With ``sample_weight`` a row's mistake costs its weight times the cost, and the
+    mean is over the total weight.
 
     Examples
     --------
@@ -36,10 +39,13 @@ def negative_expected_cost(y_true, y_pred, *, pos_label: Any, cost_false_positiv
     -1.5
     """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    false_positives = np.sum((y_pred == pos_label) & (y_true != pos_label))
-    false_negatives = np.sum((y_pred != pos_label) & (y_true == pos_label))
+    weights = (np.ones(len(y_true)) if sample_weight is None
+               else np.asarray(sample_weight, dtype=float))
+    false_positives = np.sum(weights * ((y_pred == pos_label) & (y_true != pos_label)))
+    false_negatives = np.sum(weights * ((y_pred != pos_label) & (y_true == pos_label)))
     cost = cost_false_positive * false_positives + cost_false_negative * false_negatives
-    return -float(cost) / max(len(y_true), 1)
+    total = float(np.sum(weights)) if sample_weight is not None else len(y_true)
+    return -float(cost) / total if total > 0 else 0.0
 
 
 def threshold_scorer(spec: ThresholdSpec, pos_label: Any):
@@ -67,7 +73,8 @@ def threshold_scorer(spec: ThresholdSpec, pos_label: Any):
     return make_scorer(symmetric_score, metric=spec.objective, pos_label=pos_label)
 
 
-def symmetric_score(y_true, y_pred, *, metric: str, pos_label: Any = None) -> float:
+def symmetric_score(y_true, y_pred, *, metric: str, pos_label: Any = None,
+                    sample_weight=None) -> float:
     """accuracy, balanced_accuracy or matthews_corrcoef (``pos_label`` is not used).
 
     Examples
@@ -83,15 +90,25 @@ def symmetric_score(y_true, y_pred, *, metric: str, pos_label: Any = None) -> fl
 
     functions = {"accuracy": accuracy_score, "balanced_accuracy": balanced_accuracy_score,
                  "matthews_corrcoef": matthews_corrcoef}
-    return float(functions[metric](y_true, y_pred))
+    return float(functions[metric](y_true, y_pred, sample_weight=sample_weight))
 
 
-def with_threshold(procedure, spec: ThresholdSpec, pos_label: Any):
-    """``procedure`` wrapped to choose its decision threshold by cross-validation (unfitted)."""
+def with_threshold(procedure, spec: ThresholdSpec, pos_label: Any, *, weighted: bool = False):
+    """``procedure`` wrapped to choose its decision threshold by cross-validation (unfitted).
+
+    With ``weighted`` the objective is scored with the rows' ``sample_weight``: fit the
+    wrapper with :func:`orchestrator.steps.weights.fit_weighted`, which routes the
+    weights to the procedure's fit and to this scorer.
+    """
+    import sklearn
     from sklearn.model_selection import StratifiedKFold, TunedThresholdClassifierCV
 
+    scorer = threshold_scorer(spec, pos_label)
+    if weighted:
+        with sklearn.config_context(enable_metadata_routing=True):
+            scorer = scorer.set_score_request(sample_weight=True)
     return TunedThresholdClassifierCV(
-        procedure, scoring=threshold_scorer(spec, pos_label),
+        procedure, scoring=scorer,
         cv=StratifiedKFold(n_splits=spec.cv_folds, shuffle=True,
                            random_state=spec.random_state),
         store_cv_results=True, random_state=spec.random_state)

@@ -17,6 +17,7 @@ import pandas as pd
 
 from orchestrator.errors import DataError
 from orchestrator.steps.metrics import WorkflowScorer
+from orchestrator.steps.weights import fit_weighted, rows_of
 from orchestrator.specs import ValidationSpec
 
 logger = logging.getLogger(__name__)
@@ -96,13 +97,20 @@ def split_holdout(X: pd.DataFrame, y: pd.Series, spec: ValidationSpec, kind: str
     X_train, X_test, y_train, y_test, side_train
         ``side_train`` is None when ``side`` is.
     """
+    train, test = holdout_positions(X, y, spec, kind, side)
+    return (X.iloc[train], X.iloc[test], y.iloc[train], y.iloc[test],
+            side.iloc[train] if side is not None else None)
+
+
+def holdout_positions(X: pd.DataFrame, y: pd.Series, spec: ValidationSpec, kind: str,
+                      side: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions of the training rows and of the train_test hold-out
+    (:func:`split_holdout`'s split, for splitting the rows' weights alike)."""
     from sklearn.model_selection import train_test_split
 
     if spec.order_by is not None:
-        train, test = ordered_holdout(_side_column(side, spec.order_by, "order_by"),
-                                      spec.test_size, spec.gap)
-        return (X.iloc[train], X.iloc[test], y.iloc[train], y.iloc[test],
-                side.iloc[train] if side is not None else None)
+        return ordered_holdout(_side_column(side, spec.order_by, "order_by"),
+                               spec.test_size, spec.gap)
 
     stratify = None
     if kind != "regression" and spec.stratify:
@@ -120,16 +128,16 @@ def split_holdout(X: pd.DataFrame, y: pd.Series, spec: ValidationSpec, kind: str
         raise DataError(f"validation: test_size={spec.test_size} of {len(y)} rows leaves "
                         f"{len(y) - n_test} training and {n_test} hold-out rows{per_class}; "
                         "adjust validation_params.test_size.")
-    parts = train_test_split(X, y, *([side] if side is not None else []),
-                             test_size=spec.test_size, random_state=spec.random_state,
-                             stratify=stratify)
-    return (*parts[:4], parts[4] if side is not None else None)
+    train, test = train_test_split(np.arange(len(y)), test_size=spec.test_size,
+                                   random_state=spec.random_state, stratify=stratify)
+    return train, test
 
 
 def cross_validate_procedure(procedure, X: pd.DataFrame, y: pd.Series, spec: ValidationSpec,
                              scorer: WorkflowScorer, kind: str, *,
                              keep_predictions: bool = False, side: pd.DataFrame | None = None,
-                             session=None) -> ValidationOutcome:
+                             session=None, sample_weight: np.ndarray | None = None,
+                             ) -> ValidationOutcome:
     """Cross-validate an unfitted procedure; every fold refits a clone of it.
 
     The folds follow ``spec`` (random K-fold, grouped or time-ordered). They run
@@ -138,11 +146,15 @@ def cross_validate_procedure(procedure, X: pd.DataFrame, y: pd.Series, spec: Val
     after another; either way each fold fits ``clone(procedure)`` on its
     training rows and scores its test rows exactly as scikit-learn's
     ``cross_validate`` does. With ``keep_predictions`` the fold models also
-    predict their own test rows, giving out-of-fold predictions.
+    predict their own test rows, giving out-of-fold predictions. With
+    ``sample_weight`` (one weight per row) each fold fits with its training rows'
+    weights and scores with its test rows', as ``cross_validate(..., params=
+    {"sample_weight": w})`` with metadata routing and weighted scorers does.
     """
     folds = make_folds(spec, kind, X, y, side)
     tasks = [(procedure, train, test, scorer, keep_predictions) for train, test in folds]
-    results, placement = _run_folds(_fit_and_score_fold, tasks, (X, y), spec, session)
+    shared = (X, y) if sample_weight is None else (X, y, sample_weight)
+    results, placement = _run_folds(_fit_and_score_fold, tasks, shared, spec, session)
     predictions = None
     if keep_predictions:
         predictions = _concatenate([r["predictions"] for r in results],
@@ -160,7 +172,8 @@ def cross_validate_procedure(procedure, X: pd.DataFrame, y: pd.Series, spec: Val
 def nested_cross_validate(pipeline, X: pd.DataFrame, y: pd.Series, spec: ValidationSpec,
                           scorer: WorkflowScorer, kind: str, *, tune_fold, inner_folds: int,
                           inner_seed: int | None, keep_predictions: bool = False,
-                          side: pd.DataFrame | None = None, session=None) -> ValidationOutcome:
+                          side: pd.DataFrame | None = None, session=None,
+                          sample_weight: np.ndarray | None = None) -> ValidationOutcome:
     """Nested cross-validation: tune inside every outer training part, score its test part.
 
     Parameters
@@ -168,7 +181,8 @@ def nested_cross_validate(pipeline, X: pd.DataFrame, y: pd.Series, spec: Validat
     pipeline : sklearn.pipeline.Pipeline
         Unfitted, with the model spec's parameters (before tuning).
     tune_fold : callable
-        Picklable ``tune_fold(pipeline, X, y, cv=...)`` returning an outcome with
+        Picklable ``tune_fold(pipeline, X, y, cv=..., sample_weight=...)`` returning an
+        outcome with
         ``best_params`` and ``summary`` (the workflow passes
         :func:`orchestrator.tuning.tune` bound to the tuning spec, run on the
         driver of wherever the outer fold runs: its trials run one after another
@@ -189,7 +203,8 @@ def nested_cross_validate(pipeline, X: pd.DataFrame, y: pd.Series, spec: Validat
              "max_train_size": spec.max_train_size}
     tasks = [(pipeline, train, test, scorer, keep_predictions, tune_fold, inner, kind)
              for train, test in folds]
-    results, placement = _run_folds(_tune_and_score_fold, tasks, (X, y, side), spec, session)
+    results, placement = _run_folds(_tune_and_score_fold, tasks, (X, y, side, sample_weight),
+                                    spec, session)
     predictions = None
     if keep_predictions:
         predictions = _concatenate([r["predictions"] for r in results],
@@ -214,11 +229,14 @@ def _fit_and_score_fold(shared, args) -> dict[str, Any]:
     """One fold: fit a clone on the training rows, score the test rows (runs anywhere)."""
     from sklearn.base import clone
 
-    X, y = shared
+    X, y, *weights = shared
+    sample_weight = weights[0] if weights else None
     procedure, train, test, scorer, keep_predictions = args
-    model = clone(procedure).fit(X.iloc[train], y.iloc[train])
+    model = fit_weighted(clone(procedure), X.iloc[train], y.iloc[train],
+                         rows_of(sample_weight, train))
     X_test, y_test = X.iloc[test], y.iloc[test]
-    return {"scores": scorer(model, X_test, y_test),
+    return {"scores": scorer(model, X_test, y_test,
+                             sample_weight=rows_of(sample_weight, test)),
             "predictions": _predictions(model, X_test, y_test, "") if keep_predictions else None}
 
 
@@ -226,15 +244,18 @@ def _tune_and_score_fold(shared, args) -> dict[str, Any]:
     """One outer fold of nested CV: tune on its training part, refit, score its test part."""
     from sklearn.base import clone
 
-    X, y, side = shared
+    X, y, side, sample_weight = shared
     pipeline, train, test, scorer, keep_predictions, tune_fold, inner, kind = args
     X_train, y_train = X.iloc[train], y.iloc[train]
+    w_train = rows_of(sample_weight, train)
     side_train = side.iloc[train] if side is not None else None
     cv = inner_splits(inner, kind, X_train, y_train, side_train)
-    outcome = tune_fold(clone(pipeline), X_train, y_train, cv=cv)
-    model = clone(pipeline).set_params(**outcome.best_params).fit(X_train, y_train)
+    outcome = tune_fold(clone(pipeline), X_train, y_train, cv=cv, sample_weight=w_train)
+    model = fit_weighted(clone(pipeline).set_params(**outcome.best_params), X_train, y_train,
+                         w_train)
     X_test, y_test = X.iloc[test], y.iloc[test]
-    return {"scores": scorer(model, X_test, y_test),
+    return {"scores": scorer(model, X_test, y_test,
+                             sample_weight=rows_of(sample_weight, test)),
             "best_params": outcome.summary.get("best_params"),
             "inner_score": outcome.summary.get("best_score"),
             "trials": outcome.summary.get("trials_run"),
@@ -434,9 +455,11 @@ def ordered_holdout(order: pd.Series, test_size: float, gap: int,
 
 
 def score_holdout(model, X_test: pd.DataFrame, y_test: pd.Series, scorer: WorkflowScorer,
-                  *, train_rows: int, keep_predictions: bool = False) -> ValidationOutcome:
-    """Score the final model on the hold-out it never saw."""
-    scores = scorer(model, X_test, y_test)
+                  *, train_rows: int, keep_predictions: bool = False,
+                  sample_weight: np.ndarray | None = None) -> ValidationOutcome:
+    """Score the final model on the hold-out it never saw (weighted by the hold-out's
+    ``sample_weight`` when given)."""
+    scores = scorer(model, X_test, y_test, sample_weight=sample_weight)
     predictions = (_predictions(model, X_test, y_test, "predictions on the train_test hold-out")
                    if keep_predictions else None)
     metrics = {name: {"value": float(scores[name])} for name in scorer.metric_names()

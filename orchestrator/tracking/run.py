@@ -243,6 +243,9 @@ class Tracker:
                     params.update({f"tuning_result.best_params.{k}": v
                                    for k, v in summary["best_params"].items()})
         params.update(validation_params(results.get("validation_details")))
+        weights = (results.get("data") or {}).get("sample_weight")
+        if weights:  # which rows' weights every fit and score used
+            params["training.sample_weight"] = weights
         self.log_params(params)
 
     def _log_result_metrics(self, results: Mapping[str, Any]) -> None:

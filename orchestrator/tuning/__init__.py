@@ -130,7 +130,8 @@ class TuningOutcome:
 
 def tune(pipeline, X, y, spec: TuningSpec, *, model_spec, scoring, spark=None,
          progress: Callable[[TuningProgress], None] | None = None,
-         mlflow_parent_run_id: str | None = None, cv=None) -> TuningOutcome:
+         mlflow_parent_run_id: str | None = None, cv=None,
+         sample_weight=None) -> TuningOutcome:
     """Search the spec's space for the pipeline parameters with the best CV score.
 
     Parameters
@@ -156,6 +157,11 @@ def tune(pipeline, X, y, spec: TuningSpec, *, model_spec, scoring, spark=None,
     cv : list of (train, test) positions, optional
         The inner folds (grouped or time-ordered, like the workflow's validation);
         default: ``cv_folds`` shuffled folds, stratified for classifiers.
+    sample_weight : array-like, optional
+        One weight per row of ``X``: each trial's folds fit with their training rows'
+        weights (the pipeline's model step must request them, see
+        :func:`orchestrator.steps.weights.request_sample_weight`) and score with their
+        test rows'.
 
     Returns
     -------
@@ -196,7 +202,8 @@ def tune(pipeline, X, y, spec: TuningSpec, *, model_spec, scoring, spark=None,
         library = "optuna" if backend == "optuna" else "hyperopt"
         try:
             ran = run_on_cluster_runner(any_session, pipeline, X, y, spec, metric, cv, monitor,
-                                        library=library, slots=spark_slots(any_session))
+                                        library=library, slots=spark_slots(any_session),
+                                        sample_weight=sample_weight)
             if backend == "optuna":
                 why = f"{why}; optuna asks and tells on the driver, trials run on executors"
         except ClusterTaskError as exc:  # the training rows could not be staged for executors
@@ -210,10 +217,11 @@ def tune(pipeline, X, y, spec: TuningSpec, *, model_spec, scoring, spark=None,
         records, parallelism, cancelled_reason = ran
     elif backend == "optuna":
         records, parallelism, cancelled_reason = run_optuna(
-            pipeline, X, y, spec, metric, cv, monitor)
+            pipeline, X, y, spec, metric, cv, monitor, sample_weight=sample_weight)
     else:
         records, parallelism, cancelled_reason = run_hyperopt(
-            pipeline, X, y, spec, metric, cv, monitor, session if backend == "spark" else None)
+            pipeline, X, y, spec, metric, cv, monitor, session if backend == "spark" else None,
+            sample_weight=sample_weight)
     wall = time.perf_counter() - started
 
     stop_reason = _stop_reason(spec, records, monitor, cancelled_reason, wall)

@@ -23,7 +23,12 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from orchestrator.cluster.connect import TASK_CANCELLED, TASK_OK, ConnectTaskRunner
 from orchestrator.cluster.worker import STATUS_FAIL, STATUS_OK
 from orchestrator.specs.tuning import TuningSpec, pipeline_param_name
-from orchestrator.tuning.objective import STOP_TIMEOUT, TrialMonitor, TrialObjective
+from orchestrator.tuning.objective import (
+    STOP_TIMEOUT,
+    TrialMonitor,
+    TrialObjective,
+    training_rows,
+)
 from orchestrator.tuning.space import build_hyperopt_space, suggest_optuna
 
 logger = logging.getLogger(__name__)
@@ -32,7 +37,8 @@ __all__ = ["cluster_parallelism", "run_on_cluster_runner"]
 
 
 class ScoreTrial:
-    """The task each trial runs on an executor: ``(X, y)`` staged once, the params per trial."""
+    """The task each trial runs on an executor: ``(X, y[, sample_weight])`` staged once, the
+    params per trial."""
 
     def __init__(self, pipeline, scoring, cv):
         self.pipeline = pipeline
@@ -134,7 +140,8 @@ class _OptunaSearch:
 
 
 def run_on_cluster_runner(session, pipeline, X, y, spec: TuningSpec, metric, cv,
-                          monitor: TrialMonitor, *, library: str, slots: int | None):
+                          monitor: TrialMonitor, *, library: str, slots: int | None,
+                          sample_weight=None):
     """Run the search with ``library`` ("hyperopt" or "optuna") suggesting on the driver.
 
     Returns
@@ -150,7 +157,7 @@ def run_on_cluster_runner(session, pipeline, X, y, spec: TuningSpec, metric, cv,
     records: list[dict] = []
     completed: list[tuple[str, float | None]] = []
     cancelled_reason = None
-    with ConnectTaskRunner(session, (X, y), parallelism=parallelism,
+    with ConnectTaskRunner(session, training_rows(X, y, sample_weight), parallelism=parallelism,
                            staging_dir=spec.staging_dir) as runner:
         logger.info("Tuning: %s suggests on the driver, trials run on Spark executors "
                     "(%d at a time; training rows staged once in %.1f s)", library,

@@ -7,7 +7,7 @@ import logging
 
 from orchestrator.cluster.worker import STATUS_FAIL, STATUS_OK
 from orchestrator.specs.tuning import TuningSpec
-from orchestrator.tuning.objective import TrialMonitor, TrialObjective
+from orchestrator.tuning.objective import TrialMonitor, TrialObjective, training_rows
 from orchestrator.tuning.space import build_hyperopt_space
 
 logger = logging.getLogger(__name__)
@@ -24,7 +24,8 @@ def _algo(name: str):
             "anneal": hyperopt.anneal.suggest}[name]
 
 
-def run_hyperopt(pipeline, X, y, spec: TuningSpec, metric, cv, monitor: TrialMonitor, session):
+def run_hyperopt(pipeline, X, y, spec: TuningSpec, metric, cv, monitor: TrialMonitor, session,
+                 sample_weight=None):
     import numpy as np
     from hyperopt import Trials, fmin
     from hyperopt.exceptions import AllTrialsFailed
@@ -33,14 +34,15 @@ def run_hyperopt(pipeline, X, y, spec: TuningSpec, metric, cv, monitor: TrialMon
     rstate = np.random.default_rng(spec.seed)
     broadcast = None
     if session is None:
-        objective = TrialObjective(pipeline, scoring=metric, cv=cv, data=(X, y))
+        objective = TrialObjective(pipeline, scoring=metric, cv=cv,
+                                   data=training_rows(X, y, sample_weight))
         trials, parallelism = Trials(), 1
         timeout = spec.timeout_s
     else:
         from orchestrator.tuning.spark_trials import BroadcastSparkTrials
 
         context = session.sparkContext
-        broadcast = context.broadcast((X, y))
+        broadcast = context.broadcast(training_rows(X, y, sample_weight))
         objective = TrialObjective(pipeline, scoring=metric, cv=cv, broadcast=broadcast)
         parallelism = min(spec.parallelism or context.defaultParallelism, spec.max_evals)
         trials = BroadcastSparkTrials(parallelism=parallelism, timeout=spec.timeout_s,

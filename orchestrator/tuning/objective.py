@@ -51,10 +51,10 @@ class TrialObjective:
     scoring : str or callable
         A scikit-learn scorer (higher is better).
     cv : int or splitter
-    data : tuple (X, y), optional
-        The rows, for backends that run on the driver.
+    data : tuple (X, y) or (X, y, sample_weight), optional
+        The rows (and their weights), for backends that run on the driver.
     broadcast : pyspark.Broadcast, optional
-        A broadcast of ``(X, y)``, for the Spark backend.
+        A broadcast of the same tuple, for the Spark backend.
 
     Returns (when called)
     ---------------------
@@ -77,12 +77,15 @@ class TrialObjective:
         from sklearn.base import clone
         from sklearn.model_selection import cross_val_score
 
-        X, y = self.data if self.data is not None else self.broadcast.value
+        X, y, *weights = self.data if self.data is not None else self.broadcast.value
         started = time.perf_counter()
         try:
             model = clone(self.pipeline).set_params(**params)
-            scores = cross_val_score(model, X, y, scoring=self.scoring, cv=self.cv, n_jobs=1,
-                                     error_score="raise")
+            if weights and weights[0] is not None:
+                scores = _weighted_cv_scores(model, X, y, weights[0], self.scoring, self.cv)
+            else:
+                scores = cross_val_score(model, X, y, scoring=self.scoring, cv=self.cv,
+                                         n_jobs=1, error_score="raise")
             score = float(sum(scores) / len(scores))
             if not math.isfinite(score):
                 raise ValueError(f"the cross-validated score is {score}")
@@ -92,6 +95,40 @@ class TrialObjective:
         spread = float((sum((s - score) ** 2 for s in scores) / len(scores)) ** 0.5)
         return {"status": STATUS_OK, "loss": -score, "score": score, "score_std": spread,
                 "params": params, "duration_s": time.perf_counter() - started}
+
+
+def training_rows(X, y, sample_weight=None) -> tuple:
+    """What trials read: ``(X, y)``, or ``(X, y, sample_weight)`` with weights."""
+    return (X, y) if sample_weight is None else (X, y, sample_weight)
+
+
+def _weighted_cv_scores(model, X, y, sample_weight, scoring, cv) -> list[float]:
+    """Each fold fits with its training rows' weights and scores with its test rows'.
+
+    scikit-learn's ``cross_val_score(..., params={"sample_weight": w})`` under metadata
+    routing computes the same, but it would hand the weights to a plain callable scorer
+    only through a request the callable cannot carry.
+    """
+    import numpy as np
+    import sklearn
+    from sklearn.base import clone, is_classifier
+    from sklearn.metrics import check_scoring
+    from sklearn.model_selection import check_cv
+
+    scorer = check_scoring(model, scoring=scoring)
+    splits = cv if isinstance(cv, list) else list(
+        check_cv(cv, y, classifier=is_classifier(model)).split(X, y))
+    weights = np.asarray(sample_weight, dtype=float)
+    scores = []
+    for train, test in splits:
+        fitted = clone(model)
+        # As orchestrator.steps.weights.fit_weighted (a layer tuning does not import): the
+        # pipeline's model step requested the weights; routing is on in this thread only.
+        with sklearn.config_context(enable_metadata_routing=True):
+            fitted.fit(X.iloc[train], y.iloc[train], sample_weight=weights[train])
+        scores.append(float(scorer(fitted, X.iloc[test], y.iloc[test],
+                                   sample_weight=weights[test])))
+    return scores
 
 
 def trials_without_improvement(scores: Sequence[float | None]) -> int:

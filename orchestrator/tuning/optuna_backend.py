@@ -8,7 +8,7 @@ import time
 from orchestrator.cluster.worker import STATUS_OK
 from orchestrator.errors import TuningError
 from orchestrator.specs.tuning import TuningSpec, pipeline_param_name
-from orchestrator.tuning.objective import TrialMonitor, TrialObjective
+from orchestrator.tuning.objective import TrialMonitor, TrialObjective, training_rows
 from orchestrator.tuning.space import suggest_optuna
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,8 @@ def optuna_sampler(spec: TuningSpec):
     return sampler_cls(seed=spec.seed)
 
 
-def run_optuna(pipeline, X, y, spec: TuningSpec, metric, cv, monitor: TrialMonitor):
+def run_optuna(pipeline, X, y, spec: TuningSpec, metric, cv, monitor: TrialMonitor,
+               sample_weight=None):
     """Run optuna on the driver, one trial after another.
 
     With a SparkSession, :mod:`orchestrator.tuning.connect_backend` runs optuna's
@@ -37,14 +38,16 @@ def run_optuna(pipeline, X, y, spec: TuningSpec, metric, cv, monitor: TrialMonit
 
     Returns ``(records, parallelism, cancelled_reason)``.
     """
-    return _run_optuna_on_driver(pipeline, X, y, spec, metric, cv, monitor, optuna_sampler(spec))
+    return _run_optuna_on_driver(pipeline, X, y, spec, metric, cv, monitor, optuna_sampler(spec),
+                                 sample_weight)
 
 
 def _run_optuna_on_driver(pipeline, X, y, spec: TuningSpec, metric, cv,
-                          monitor: TrialMonitor, sampler):
+                          monitor: TrialMonitor, sampler, sample_weight=None):
     import optuna
 
-    objective = TrialObjective(pipeline, scoring=metric, cv=cv, data=(X, y))
+    objective = TrialObjective(pipeline, scoring=metric, cv=cv,
+                               data=training_rows(X, y, sample_weight))
     records: list[dict] = []
 
     def run_trial(trial):
