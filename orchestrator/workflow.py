@@ -493,7 +493,8 @@ def _run_steps(specs: WorkflowSpecs, X, y, spark, output: Path, results: Workflo
 
     if specs.calibration is not None:
         with _step(5, "calibration", results):
-            ok, outcome = _calibrate(specs, pipeline, X, y, output, results, w)
+            ok, outcome = _calibrate(specs, pipeline, X, y, output, results, w,
+                                     session=_active_spark(spark))
             if ok:
                 results.calibration_summary = {**outcome.summary,
                                                "calibrated": outcome.calibrated}
@@ -742,12 +743,13 @@ def _explain(specs: WorkflowSpecs, procedure, model, X, y, X_test, y_test, kind:
 
 
 def _calibrate(specs: WorkflowSpecs, pipeline, X, y, output: Path, results: WorkflowResult,
-               sample_weight=None):
+               sample_weight=None, session=None):
     from orchestrator.steps.calibration import calibrate
 
     return _degrade("calibration", results, lambda: calibrate(
         pipeline, X, y, specs.calibration, output_dir=output,
-        random_state=specs.validation.random_state, sample_weight=sample_weight))
+        random_state=specs.validation.random_state, sample_weight=sample_weight,
+        session=session))
 
 
 def _warn_random_folds_on_time(specs: WorkflowSpecs, results: WorkflowResult) -> None:

@@ -67,3 +67,30 @@ def test_a_failing_task_raises_a_cluster_task_error_naming_it(spark):
     with pytest.raises(ClusterTaskError, match="calibration fold .* failed: ValueError: .*'two'"):
         with cluster_parallel(spark, 2, description="calibration fold"):
             Parallel()(delayed(int)(text) for text in ("1", "two", "3"))
+
+
+@pytest.mark.spark
+def test_the_calibration_step_fits_its_folds_on_the_cluster_with_the_same_model(spark, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from orchestrator.specs.calibration import CalibrationSpec
+    from orchestrator.steps.calibration import calibrate
+    from orchestrator.steps.weights import request_sample_weight
+
+    X, y = _rows(4000)
+    pipeline = request_sample_weight(
+        Pipeline([("scale", StandardScaler()), ("model", LogisticRegression())]))
+    spec = CalibrationSpec(method="sigmoid", cv=3, keep_if_worse=True)
+    weights = np.where(y == 1, 2.0, 1.0)
+    driver = calibrate(pipeline, X, y, spec, output_dir=tmp_path / "driver",
+                       sample_weight=weights)
+    cluster = calibrate(pipeline, X, y, spec, output_dir=tmp_path / "cluster",
+                        sample_weight=weights, session=spark)
+    assert driver.summary["folds_placement"] == "on the driver: no SparkSession"
+    assert cluster.summary["folds_placement"] == "on the cluster: 2 of the 3 folds at once"
+    assert cluster.summary["metrics_after"] == pytest.approx(driver.summary["metrics_after"],
+                                                             rel=1e-9)
+    np.testing.assert_allclose(cluster.model.predict_proba(X), driver.model.predict_proba(X),
+                               rtol=1e-9)

@@ -718,8 +718,49 @@ class CalibrationOutcome:
     procedure: Any
 
 
+def fold_placement(spec: CalibrationSpec, ensemble: bool, session) -> tuple[int, str]:
+    """How many of calibration's own folds run at once as Spark tasks (0: on the driver), and why.
+
+    Examples
+    --------
+    >>> fold_placement(CalibrationSpec(cv="holdout"), False, None)
+    (0, 'on the driver: cv is holdout (one fit, no folds)')
+    >>> fold_placement(CalibrationSpec(cv=5), True, None)
+    (0, 'on the driver: no SparkSession')
+    """
+    if spec.uses_holdout:
+        return 0, "on the driver: cv is holdout (one fit, no folds)"
+    if not ensemble:
+        return 0, "on the driver: ensemble is false (one cross_val_predict, then one fit)"
+    from orchestrator.cluster.tasks import cluster_unusable_reason, task_slots
+
+    reason = cluster_unusable_reason(session)
+    if reason is not None:
+        return 0, f"on the driver: {reason}"
+    parallelism = min(task_slots(session) or 1, int(spec.cv))
+    if parallelism < 2:
+        return 0, "on the driver: the session has one task slot"
+    return parallelism, f"on the cluster: {parallelism} of the {spec.cv} folds at once"
+
+
+def _folds_on_cluster(session, parallelism: int):
+    """Route CalibratedClassifierCV's fold ``Parallel`` to Spark tasks, or do nothing.
+
+    Only around a CalibratedModel fit with folds: its one ``Parallel`` call is over the
+    folds (an estimator's own ``n_jobs`` parallelism elsewhere would become tasks too).
+    """
+    import contextlib
+
+    if not parallelism:
+        return contextlib.nullcontext()
+    from orchestrator.cluster.joblib_backend import cluster_parallel
+
+    return cluster_parallel(session, parallelism, description="calibration fold")
+
+
 def calibrate(pipeline, X, y, spec: CalibrationSpec, *, output_dir: str | Path,
-              random_state: int | None = 42, sample_weight: Any = None) -> CalibrationOutcome:
+              random_state: int | None = 42, sample_weight: Any = None,
+              session=None) -> CalibrationOutcome:
     """Calibrate ``pipeline`` on the training rows, check it helped, and report.
 
     Parameters
@@ -740,6 +781,10 @@ def calibrate(pipeline, X, y, spec: CalibrationSpec, *, output_dir: str | Path,
         One weight per row: every fit is weighted (the pipeline's model step must
         request them, :func:`orchestrator.steps.weights.request_sample_weight`) and the
         diagnostic Brier score and log loss weight the diagnostic rows.
+    session : SparkSession, optional
+        With ``cv: k`` and an ensemble, the calibrated fits' ``k`` folds run as
+        Spark tasks on its executors (:func:`fold_placement` says when), the
+        rows sent once per fit; without it they run on the driver. Same models.
 
     Returns
     -------
@@ -807,7 +852,10 @@ def calibrate(pipeline, X, y, spec: CalibrationSpec, *, output_dir: str | Path,
         before = probability_metrics(y_diag, proba_before, uncalibrated.classes_, w_diag)
         before_curve = reliability_curve(*calibration_target(proba_before, y_diag,
                                                              uncalibrated.classes_)[:2])
-    diagnostic_model = fit_weighted(clone(procedure), X_rest, y_rest, w_rest)
+    folds_at_once, placement = fold_placement(spec, ensemble, session)
+    logger.info("calibration: folds %s", placement)
+    with _folds_on_cluster(session, folds_at_once):
+        diagnostic_model = fit_weighted(clone(procedure), X_rest, y_rest, w_rest)
     proba_after = diagnostic_model.predict_proba(X_diag)
     after = probability_metrics(y_diag, proba_after, diagnostic_model.classes_, w_diag)
     confidence, outcome, axis_label = calibration_target(proba_after, y_diag,
@@ -830,7 +878,8 @@ def calibrate(pipeline, X, y, spec: CalibrationSpec, *, output_dir: str | Path,
     )
 
     if keep:
-        model = fit_weighted(clone(procedure), X, y, sample_weight)
+        with _folds_on_cluster(session, folds_at_once):
+            model = fit_weighted(clone(procedure), X, y, sample_weight)
         final_procedure = clone(procedure)
         final_rows = {"fit": int(model.n_fit_rows_), "calibration": int(model.n_calibration_rows_)}
     else:
@@ -845,6 +894,7 @@ def calibrate(pipeline, X, y, spec: CalibrationSpec, *, output_dir: str | Path,
         "cv": spec.cv,
         "holdout_fraction": spec.holdout_fraction if spec.uses_holdout else None,
         "ensemble": ensemble,
+        "folds_placement": placement,
         "calibration_rows_per_class": rows_per_class,
         "classes": [_json_scalar(c) for c in classes.tolist()],
         "rows": {
