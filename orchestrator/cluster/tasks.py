@@ -74,11 +74,15 @@ def cluster_unusable_reason(session) -> str | None:
     if session is None:
         return "no SparkSession"
     if is_connect_session(session):
-        try:
-            from orchestrator.cluster import connect  # noqa: F401 - the Connect runner, if any
-        except ImportError:
-            return ("a Spark Connect session has no SparkContext and this version has no "
-                    "Spark Connect task runner")
+        from orchestrator.cluster.connect import session_master
+
+        master = session_master(session)
+        if master is None or not master.startswith("local"):
+            # The Connect runner stages the shared rows where the executors read them: only a
+            # local master has a default place (tuning_spec.staging_dir names one for tuning).
+            return (f"a Spark Connect session on a cluster (master {master or 'not shown'}) "
+                    f"needs a staging directory for the tasks' shared rows, which only "
+                    f"tuning_spec.staging_dir sets")
         return None
     try:
         session.sparkContext  # noqa: B018 - raises when the context is stopped or unusable
