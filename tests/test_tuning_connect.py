@@ -292,3 +292,39 @@ def test_timeout_on_connect_cancels_running_trials(connect_spark, data):
     assert summary["stop_reason"] == "timeout"
     assert summary["trials_cancelled"] == 2 and summary["trials_run"] == 2
     assert elapsed < 90  # the running trials were interrupted, not waited for
+
+
+# ------------------------------------------- validation and calibration folds on Connect
+
+
+def test_validation_folds_on_connect_equal_sklearn_cross_validate(connect_spark, data):
+    from sklearn.model_selection import StratifiedKFold, cross_validate
+
+    from orchestrator.workflow import run_ml_workflow
+
+    X, y = data
+    features = [{"name": c, "type": "numeric"} for c in X.columns]
+    model = {"estimator": "logistic_regression", "params": {"max_iter": 300}}
+    results = run_ml_workflow(features, model, X, y, spark=connect_spark,
+                              validation_params={"cv_folds": 4})
+    assert results.validation_details["ran"] == "cluster"
+    assert results.validation_details["parallelism"] == 2
+    folds = list(StratifiedKFold(4, shuffle=True, random_state=42).split(X, y))
+    expected = cross_validate(results.pipeline, X, y, cv=folds, scoring="roc_auc")["test_score"]
+    np.testing.assert_allclose(results.metrics["roc_auc"]["folds"], expected, rtol=1e-9)
+
+
+def test_calibration_folds_on_connect_give_the_driver_model(connect_spark, data, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    from orchestrator.specs.calibration import CalibrationSpec
+    from orchestrator.steps.calibration import calibrate
+
+    X, y = data
+    spec = CalibrationSpec(method="sigmoid", cv=3, keep_if_worse=True)
+    driver = calibrate(LogisticRegression(), X, y, spec, output_dir=tmp_path / "driver")
+    cluster = calibrate(LogisticRegression(), X, y, spec, output_dir=tmp_path / "cluster",
+                        session=connect_spark)
+    assert cluster.summary["folds_placement"] == "on the cluster: 2 of the 3 folds at once"
+    np.testing.assert_allclose(cluster.model.predict_proba(X), driver.model.predict_proba(X),
+                               rtol=1e-9)
