@@ -42,17 +42,7 @@ from orchestrator.steps.transformers import (
 _STRING_OUTPUT = ("CategoryToString returns strings; the check compares outputs with "
                   "assert_allclose, which needs numbers (see "
                   "test_category_to_string_output_is_stable for the same property)")
-# The sample-weight equivalence checks of an estimator with a ``cv`` parameter set it to a
-# list of (train, test) splits, so that weighted and repeated rows fall in the same folds.
-# CalibratedModel's cv is a fold count or "holdout" by design (its folds are stratified and
-# shuffled with random_state, as the calibration spec says), so it refuses the list.
-_CV_IS_A_FOLD_COUNT = ("the check sets cv to a list of splits; CalibratedModel's cv is a fold "
-                       "count or 'holdout' (CalibrationSpec.cv), by design")
 EXPECTED_FAILED_CHECKS = {
-    "CalibratedModel": {name: _CV_IS_A_FOLD_COUNT for name in (
-        "check_sample_weight_equivalence_on_dense_data",
-        "check_sample_weight_equivalence_on_sparse_data",
-    )},
     "CategoryToString": {name: _STRING_OUTPUT for name in (
         "check_pipeline_consistency",
         "check_estimators_pickle",

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -406,6 +407,10 @@ def _ndim(X: Any) -> int | None:
         return None
 
 
+def _is_fold_count(cv) -> bool:
+    return isinstance(cv, numbers.Integral) and not isinstance(cv, bool)
+
+
 class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     """A classifier pipeline plus its probability calibration, as one estimator.
 
@@ -418,7 +423,9 @@ class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         The unfitted pipeline (or any classifier); it is cloned, never mutated.
     method : {"auto", "sigmoid", "isotonic", "temperature"}
         ``auto`` is resolved at fit time by :func:`choose_method`.
-    cv : int or "holdout"
+    cv : int, "holdout", CV splitter or iterable of (train, test) splits
+        A count gives shuffled stratified folds (the calibration spec's ``cv``);
+        a splitter or explicit splits are used as they are, as in scikit-learn.
     holdout_fraction : float
     ensemble : bool or "auto"
     random_state : int or None
@@ -490,8 +497,6 @@ class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             raised while fitting propagate unchanged.
         """
         from sklearn.calibration import CalibratedClassifierCV
-        from sklearn.model_selection import StratifiedKFold
-
         from sklearn.utils.validation import _check_sample_weight
 
         y = self._check_labels(X, y)
@@ -502,16 +507,15 @@ class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if len(classes) < 2:
             raise CalibrationError(f"calibration needs at least two classes, got only one "
                                    f"class: {classes.tolist()!r}.")
-        holdout = self.cv == HOLDOUT
-        if not holdout and (isinstance(self.cv, bool) or not isinstance(self.cv, int)
-                            or self.cv < 2):
-            raise CalibrationError(f"cv must be an integer >= 2 or 'holdout', got {self.cv!r}.")
+        holdout = isinstance(self.cv, str) and self.cv == HOLDOUT
+        folds, n_folds = (None, None) if holdout else self._folds(X, y)
         if holdout and self.ensemble is True:
             raise CalibrationError("ensemble=True needs cv folds; use ensemble='auto' or False "
                                    "with cv='holdout'.")
         self.ensemble_ = False if holdout else self.ensemble is not False
         self.calibration_rows_per_class_ = calibration_rows_per_class(
-            counts, cv=self.cv, holdout_fraction=self.holdout_fraction, ensemble=self.ensemble_)
+            counts, cv=HOLDOUT if holdout else n_folds, holdout_fraction=self.holdout_fraction,
+            ensemble=self.ensemble_)
         self.method_, self.method_reason_ = choose_method(
             self.method, n_classes=len(classes),
             calibration_rows_per_class=self.calibration_rows_per_class_)
@@ -520,14 +524,12 @@ class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             self.calibrator_ = self._fit_holdout(X, y, classes, CalibratedClassifierCV,
                                                  sample_weight)
         else:
-            small = {c: int(n) for c, n in zip(classes.tolist(), counts) if n < self.cv}
-            if small:
+            small = {c: int(n) for c, n in zip(classes.tolist(), counts) if n < n_folds}
+            if small and _is_fold_count(self.cv):
                 raise CalibrationError(
                     f"cv={self.cv} calibration needs at least {self.cv} rows of every class, "
                     f"but of the {len(np.asarray(y))} rows being calibrated these classes have "
                     f"fewer: {small}. Lower calibration_spec.cv or use cv: holdout.")
-            folds = StratifiedKFold(n_splits=self.cv, shuffle=True,
-                                    random_state=self.random_state)
             weighted = {} if sample_weight is None else {"sample_weight": sample_weight}
             self.calibrator_ = CalibratedClassifierCV(
                 clone(self.estimator), method=self.method_, cv=folds,
@@ -538,6 +540,24 @@ class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             if hasattr(self.calibrator_, name):
                 setattr(self, name, getattr(self.calibrator_, name))
         return self
+
+    def _folds(self, X, y):
+        """The folds and their number: shuffled stratified folds for a count, else ``cv``
+        itself (a CV splitter or an iterable of (train, test) splits, as scikit-learn takes)."""
+        from sklearn.model_selection import StratifiedKFold, check_cv
+
+        if _is_fold_count(self.cv):
+            if self.cv < 2:
+                raise CalibrationError(f"cv must be an integer >= 2, 'holdout', a CV splitter or "
+                                       f"(train, test) splits, got {self.cv!r}.")
+            return StratifiedKFold(n_splits=self.cv, shuffle=True,
+                                   random_state=self.random_state), int(self.cv)
+        try:
+            folds = check_cv(self.cv, y, classifier=True)
+            return folds, int(folds.get_n_splits(X, y))
+        except (TypeError, ValueError) as exc:
+            raise CalibrationError(f"cv must be an integer >= 2, 'holdout', a CV splitter or "
+                                   f"(train, test) splits, got {self.cv!r}: {exc}") from exc
 
     def _check_labels(self, X, y) -> np.ndarray:
         """``y`` as one class label per row of ``X``, or a CalibrationError saying why not.
