@@ -64,15 +64,18 @@ setup_lowest() {
 # a whole job from config to MLflow to batch scoring, tuning) again on a Spark Connect session
 # (tests/conftest.py --spark-mode=connect: a local[2] Connect server in the pytest process).
 # The classic run above covers the rest; README "Spark Connect" says which tests run where.
+# tests/test_tuning_connect.py is not repeated here: the classic run already drives it (and the
+# validation and calibration folds on Connect) against a Connect server process of its own.
 CONNECT_TESTS="tests/test_training_data.py tests/test_feature_store.py tests/test_scoring.py
-  tests/test_notebooks.py tests/test_tuning_connect.py"
+  tests/test_notebooks.py"
 connect_stage() {
   echo "==> Spark Connect pass: $(echo $CONNECT_TESTS | wc -w) test files"
-  local started=$SECONDS
+  local started=$SECONDS status=0
   # shellcheck disable=SC2086  # one word per path
   ORCHESTRATOR_TEST_SPARK=connect python -m pytest -m spark -q \
-    -p no:cacheprovider $CONNECT_TESTS
+    -p no:cacheprovider $CONNECT_TESTS || status=$?
   echo "==> Spark Connect pass took $((SECONDS - started)) s"
+  return "$status"
 }
 
 # The fast tests and one end-to-end training job (demo tables written by Spark, then tuning on
@@ -97,6 +100,58 @@ print(f"Python {sys.version.split()[0]}, scikit-learn {sklearn.__version__}, mlf
   rm -rf "$work"
 }
 
+# Tests that start Spark processes of their own (a standalone master and workers, a Connect
+# server, a runtime venv) and spend most of their time waiting on them.
+APART_TESTS="tests/test_cluster.py tests/test_thin_client.py tests/test_packaging.py"
+
+# start_apart NAME COMMAND...: run a command (a function works) in the background, its output in
+# a file; finish_apart waits for it, prints the output and fails the run if it failed.
+start_apart() {
+  apart_name=$1
+  shift
+  apart_log=$(mktemp)
+  ( "$@" ) >"$apart_log" 2>&1 &
+  apart_pid=$!
+}
+finish_apart() {
+  local status=0
+  wait "$apart_pid" || status=$?
+  echo "==> $apart_name (ran beside the stage above) exited with $status:"
+  cat "$apart_log"
+  rm -f "$apart_log"
+  if [ "$status" -ne 0 ]; then echo "==> $apart_name failed"; exit "$status"; fi
+}
+
+apart_tests() {
+  setup_lowest
+  # shellcheck disable=SC2086  # one word per path
+  python -m pytest -p no:cacheprovider --durations=10 $APART_TESTS
+}
+
+# The whole run, as CI calls it: two stages of two runs side by side (much of every run waits on
+# JVMs, servers and subprocesses, so the 2 cores do more of both):
+#   1. the classic suite       |  .venv-lowest built, then the APART_TESTS
+#   2. the Spark Connect pass  |  the lowest-versions stage
+whole_run() {
+  local started=$SECONDS path ignore=() status=0
+  for path in $APART_TESTS; do ignore+=("--ignore=$path"); done
+  # The first Delta session fetches the jars through Ivy; on a clean machine two runs fetching the
+  # same jars at once can trip over each other's downloads, so one session fetches them first.
+  python -c 'from orchestrator.io.session import get_spark
+get_spark("fetch-delta-jars", master="local[1]", conf={"spark.ui.enabled": "false"}).stop()' \
+    >"$PWD/.fetch-delta-jars.log" 2>&1 || { cat .fetch-delta-jars.log; exit 1; }
+  start_apart "the cluster, thin-client and packaging tests" apart_tests
+  python -m pytest --durations=30 "${ignore[@]}" || status=$?
+  finish_apart
+  [ "$status" -eq 0 ] || exit "$status"
+  echo "==> stage 1 took $((SECONDS - started)) s"
+  start_apart "the lowest-versions stage" lowest_stage
+  connect_stage || status=$?
+  finish_apart
+  [ "$status" -eq 0 ] || exit "$status"
+  echo "==> the whole run took $((SECONDS - started)) s"
+}
+
 case "${1:-}" in
   demo)
     setup
@@ -113,9 +168,9 @@ case "${1:-}" in
       apt-get update -qq && apt-get install -y -qq chromium >/dev/null
     fi
     # pytest exits 5 when it collects no tests: that is a failure here, like any other non-zero code.
-    python -m pytest "$@"
-    # The whole run (no pytest arguments, as CI calls it) also tests the lowest versions.
-    if [ $# -eq 0 ]; then connect_stage; lowest_stage; fi
+    if [ $# -gt 0 ]; then python -m pytest "$@"; exit; fi
+    # The whole run (no pytest arguments, as CI calls it) also tests Connect and the lowest versions.
+    whole_run
     ;;
   fast)
     setup
