@@ -94,3 +94,26 @@ def test_the_calibration_step_fits_its_folds_on_the_cluster_with_the_same_model(
                                                              rel=1e-9)
     np.testing.assert_allclose(cluster.model.predict_proba(X), driver.model.predict_proba(X),
                                rtol=1e-9)
+
+
+@pytest.mark.spark
+def test_the_backend_works_again_after_a_failure_in_the_same_block(spark):
+    from joblib import Parallel, delayed
+
+    X, _ = _rows()
+    with cluster_parallel(spark, 2, description="fold"):
+        with pytest.raises(ClusterTaskError, match="fold .* failed: ValueError"):
+            Parallel()(delayed(int)(text) for text in ("1", "two", "3", "4", "5"))
+        # joblib aborted the first call: the next one in the same block runs in full.
+        assert Parallel()(delayed(len)(X) for _ in range(3)) == [len(X)] * 3
+
+
+def test_a_batch_that_cannot_be_prepared_fails_its_future_instead_of_raising():
+    from orchestrator.cluster.joblib_backend import _backend_class
+
+    backend = _backend_class()(None, 2, "fold")
+    backend.configure(n_jobs=2)
+    calls = []
+    future = backend.submit(lambda: 1, callback=calls.append)  # no session: _prepare fails
+    assert future.done() and future.exception() is not None and calls == [future]
+    backend.close()

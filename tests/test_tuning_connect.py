@@ -328,3 +328,16 @@ def test_calibration_folds_on_connect_give_the_driver_model(connect_spark, data,
     assert cluster.summary["folds_placement"] == "on the cluster: 2 of the 3 folds at once"
     np.testing.assert_allclose(cluster.model.predict_proba(X), driver.model.predict_proba(X),
                                rtol=1e-9)
+
+
+def test_the_joblib_backend_on_connect_runs_again_after_a_failed_call(connect_spark, data):
+    from joblib import Parallel, delayed
+
+    from orchestrator.cluster.joblib_backend import cluster_parallel
+
+    X, _ = data
+    with cluster_parallel(connect_spark, 2, description="fold"):
+        with pytest.raises(ClusterTaskError, match="fold .* failed: ValueError"):
+            Parallel()(delayed(int)(text) for text in ("1", "two", "3", "4"))
+        # The aborted call cancelled its runner; the next call stages the rows on a new one.
+        assert Parallel()(delayed(len)(X) for _ in range(3)) == [len(X)] * 3

@@ -130,6 +130,7 @@ def _backend_class():
             self._broadcasts: list = []  # classic: one per set of newly met big objects
             self._group = f"orchestrator_parallel_{uuid.uuid4().hex[:12]}"
             self._submitted = 0
+            self._aborted = False  # set by abort_everything: queued batches start no job
 
         def effective_n_jobs(self, n_jobs):
             if n_jobs == 0:
@@ -139,6 +140,7 @@ def _backend_class():
 
         def configure(self, n_jobs=1, parallel=None, **backend_kwargs):
             self.parallel = parallel
+            self._aborted = False
             n = self.effective_n_jobs(n_jobs)
             self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="cluster-joblib")
             return n
@@ -147,10 +149,18 @@ def _backend_class():
             return SequentialBackend(nesting_level=(self.nesting_level or 0) + 1), None
 
         def submit(self, func, callback=None):
-            with self._lock:
-                self._submitted += 1
-                index = self._submitted
-                task = self._prepare(func)
+            try:
+                with self._lock:
+                    self._submitted += 1
+                    index = self._submitted
+                    task = self._prepare(func)
+            except Exception as exc:  # noqa: BLE001 - joblib may call this from a callback
+                # thread, where a raise is only logged and Parallel would wait forever.
+                future = Future()
+                future.set_exception(exc)
+                if callback is not None:
+                    future.add_done_callback(callback)
+                return future
             future = self._pool.submit(task, index)
             if callback is not None:
                 future.add_done_callback(callback)
@@ -182,6 +192,8 @@ def _backend_class():
             return functools.partial(self._run_classic, list(self._broadcasts), payload)
 
         def _run_connect(self, payload: bytes, index: int):
+            if self._aborted:
+                raise ClusterTaskError(f"{self.description} {index}: cancelled before it started")
             result = self._runner.submit(run_pickled_batch, payload).result()
             if result.status != "ok":
                 raise ClusterTaskError(f"{self.description} {index} failed: {result.error}",
@@ -192,6 +204,8 @@ def _backend_class():
             from orchestrator.cluster.tasks import SharedTask, _first_line
             from orchestrator.cluster.worker import run_trial_partition
 
+            if self._aborted:
+                raise ClusterTaskError(f"{self.description} {index}: cancelled before it started")
             context = self.session.sparkContext
             task = functools.partial(run_trial_partition,
                                      SharedTask(_run_with_broadcasts, value=broadcasts),
@@ -210,8 +224,14 @@ def _backend_class():
             return outcome["value"]
 
         def abort_everything(self, ensure_ready=True):
+            self._aborted = True
             self._cancel()
             self.terminate()
+            if self._runner is not None:
+                # A cancelled Connect runner starts no more tasks: the next batches need a new
+                # one, which stages the shared objects again.
+                self._close_runner()
+                self._shared.clear()
             if ensure_ready:
                 self.configure(n_jobs=self.parallelism, parallel=self.parallel)
 
@@ -228,14 +248,25 @@ def _backend_class():
                 self._pool.shutdown(wait=True, cancel_futures=True)
                 self._pool = None
 
+        def _close_runner(self):
+            runner, self._runner = self._runner, None
+            try:
+                runner.close()
+            except Exception as exc:  # noqa: BLE001 - cleanup must not hide the run's outcome
+                logger.warning("Could not release the staged data of %s: %s",
+                               self.description, exc)
+
         def close(self):
-            """Release what the tasks shared (broadcasts, staged data)."""
+            """Release what the tasks shared (broadcasts, staged data); never raises."""
             self.terminate()
             if self._runner is not None:
-                self._runner.close()
-                self._runner = None
+                self._close_runner()
             for broadcast in self._broadcasts:
-                broadcast.destroy()
+                try:
+                    broadcast.destroy()
+                except Exception as exc:  # noqa: BLE001 - the context may be the thing that died
+                    logger.warning("Could not destroy a broadcast of %s: %s",
+                                   self.description, exc)
             self._broadcasts.clear()
             self._shared.clear()
 
