@@ -111,9 +111,16 @@ def test_the_backend_works_again_after_a_failure_in_the_same_block(spark):
 def test_a_batch_that_cannot_be_prepared_fails_its_future_instead_of_raising():
     from orchestrator.cluster.joblib_backend import _backend_class
 
+    import functools
+    import threading
+
     backend = _backend_class()(None, 2, "fold")
     backend.configure(n_jobs=2)
     calls = []
-    future = backend.submit(lambda: 1, callback=calls.append)  # no session: _prepare fails
-    assert future.done() and future.exception() is not None and calls == [future]
+    # A lock cannot be pickled: the batch fails in submit itself, before any task exists.
+    future = backend.submit(functools.partial(len, threading.Lock()), callback=calls.append)
+    assert future.done() and calls == [future]
+    with pytest.raises(TypeError, match="pickle"):
+        future.result()
+    assert backend._submitted == 1 and backend._pool is not None
     backend.close()
