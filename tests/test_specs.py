@@ -197,3 +197,66 @@ def test_boolean_constant_fill_and_yaml_date_timestamp_are_accepted():
                    data_spec={"path": "/t", "label": "y", "timestamp": datetime.date(2024, 1, 2)})
     assert specs.features[0].fill_value is False
     assert specs.data.timestamp == "2024-01-02"
+
+
+def _field_defaults(spec_class) -> dict:
+    import dataclasses
+
+    return {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING
+                     else f.default) for f in dataclasses.fields(spec_class)
+            if f.default is not dataclasses.MISSING
+            or f.default_factory is not dataclasses.MISSING}
+
+
+def _minimal_specs():
+    """(parsed spec, the keys the minimal dict set or the type decides) for every parser."""
+    from orchestrator.specs.calibration import parse_calibration_spec
+    from orchestrator.specs.data import parse_data_spec
+    from orchestrator.specs.explain import parse_explain_spec
+    from orchestrator.specs.feature_store import parse_feature_store_spec
+    from orchestrator.specs.features import parse_feature_specs
+    from orchestrator.specs.mlflow import parse_mlflow_spec
+    from orchestrator.specs.problems import Problems
+    from orchestrator.specs.promotion import parse_promotion_spec
+    from orchestrator.specs.threshold import parse_threshold_spec
+    from orchestrator.specs.tuning import parse_tuning_spec
+    from orchestrator.specs.validation import STRATEGIES, parse_validation_spec
+
+    problems = Problems()
+    parsed = [
+        (parse_data_spec({"path": "/t"}, problems), {"path"}),
+        (parse_tuning_spec({"search_space": {"C": {"dist": "uniform", "low": 0, "high": 1}}},
+                           problems), {"search_space"}),
+        (parse_calibration_spec({}, problems), set()),
+        (parse_mlflow_spec({}, problems), set()),
+        (parse_explain_spec({}, problems), set()),
+        (parse_threshold_spec({"objective": "f1"}, problems, None), {"objective"}),
+        (parse_promotion_spec({"alias": "champion"}, problems), {"alias"}),
+    ]
+    store = parse_feature_store_spec({"labels": {"path": "/l", "keys": ["id"], "label": "y"},
+                                      "lookups": [{"path": "/f", "keys": ["id"]}]}, problems)
+    parsed += [(store, {"labels", "lookups"}), (store.labels, {"path", "keys", "label"}),
+               (store.lookups[0], {"path", "keys"})]
+    required = {"group_k_fold": {"groups": "g"}, "time_series": {"order_by": "ts"}}
+    for strategy in STRATEGIES:
+        params = required.get(strategy, {})
+        # Options a strategy does not take keep their defaults too.
+        parsed.append((parse_validation_spec(strategy, params, problems),
+                       {"strategy", *params}))
+    for kind in ("numeric", "categorical", "boolean", "text", "datetime"):
+        # The imputer's default depends on the type; FeatureSpec.impute=None means "not chosen".
+        [feature] = parse_feature_specs([{"name": "x", "type": kind}], problems)
+        parsed.append((feature, {"type", "columns", "impute"}))
+    assert not problems, problems.messages
+    return parsed
+
+
+@pytest.mark.parametrize("spec, given", _minimal_specs(),
+                         ids=lambda value: type(value).__name__ if not isinstance(value, set)
+                         else "")
+def test_a_minimal_spec_gets_the_dataclass_defaults(spec, given):
+    """Defaults live only in the dataclasses: a changed default cannot diverge in a parser."""
+    defaults = _field_defaults(type(spec))
+    assert defaults.keys() - given, f"{type(spec).__name__} has no default left to check"
+    assert {name: getattr(spec, name) for name in defaults if name not in given} \
+        == {name: value for name, value in defaults.items() if name not in given}

@@ -58,10 +58,11 @@ def parse_data_spec(raw: object, problems: Problems) -> DataSpec | None:
         columns = tuple(c for c in columns if c != label)
     filter_ = problems.string(raw, "filter", where, default=None)
     max_rows = problems.number(raw, "max_rows", where, default=None, integer=True, low=1)
-    seed = problems.number(raw, "sample_seed", where, default=42, integer=True, low=0)
+    default_seed = DataSpec().sample_seed
+    seed = problems.number(raw, "sample_seed", where, default=default_seed, integer=True, low=0)
     sample_weight = problems.string(raw, "sample_weight", where, default=None)
     return DataSpec(path=source.path, table=source.table, version=source.version,
                     timestamp=timestamp, label=label,
                     columns=columns, filter=filter_, max_rows=max_rows,
-                    sample_seed=seed if seed is not None else 42,
+                    sample_seed=seed if seed is not None else default_seed,
                     sample_weight=sample_weight)

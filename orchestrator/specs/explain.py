@@ -61,14 +61,15 @@ def parse_explain_spec(raw: object, problems: Problems) -> ExplainSpec | None:
         problems.expected(where, "true or a mapping such as {shap: true, n_repeats: 5}", raw)
         return None
     problems.unknown_keys(raw, _KEYS, where)
+    defaults = ExplainSpec()
+    random_state = raw.get("random_state", defaults.random_state)
     spec = ExplainSpec(
-        permutation=_flag(raw, "permutation", True, where, problems),
-        n_repeats=_positive_int(raw, "n_repeats", 5, where, problems),
-        max_rows=_positive_int(raw, "max_rows", 2000, where, problems),
-        top=_positive_int(raw, "top", 10, where, problems),
-        shap=_flag(raw, "shap", False, where, problems),
-        random_state=raw.get("random_state", 0) if isinstance(raw.get("random_state", 0), int)
-        else 0)
+        permutation=_flag(raw, "permutation", defaults.permutation, where, problems),
+        n_repeats=_positive_int(raw, "n_repeats", defaults.n_repeats, where, problems),
+        max_rows=_positive_int(raw, "max_rows", defaults.max_rows, where, problems),
+        top=_positive_int(raw, "top", defaults.top, where, problems),
+        shap=_flag(raw, "shap", defaults.shap, where, problems),
+        random_state=random_state if isinstance(random_state, int) else defaults.random_state)
     if not (spec.permutation or spec.shap):
         problems.add(where, "both permutation and shap are off; remove the explain section or "
                      "turn one on.")

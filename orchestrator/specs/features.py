@@ -111,33 +111,42 @@ def _parse_one(item: object, where: str, problems: Problems) -> FeatureSpec | No
     if kind is None or not columns:
         return None
 
+    # Impute defaults depend on the type (FeatureSpec.impute is None for "not chosen");
+    # every other option defaults to the dataclass field.
+    defaults = FeatureSpec(type=kind, columns=columns)
     options: dict[str, Any] = {}
     if kind == "numeric":
         options["impute"] = problems.choice(item, "impute", NUMERIC_IMPUTE, where, default="median")
-        options["scale"] = problems.choice(item, "scale", NUMERIC_SCALE, where, default="standard")
+        options["scale"] = problems.choice(item, "scale", NUMERIC_SCALE, where,
+                                           default=defaults.scale)
     elif kind == "categorical":
         options["impute"] = problems.choice(item, "impute", CATEGORICAL_IMPUTE, where,
                                             default="most_frequent")
         options["encode"] = problems.choice(item, "encode", CATEGORICAL_ENCODE, where,
-                                            default="onehot")
-        options["max_categories"] = problems.number(item, "max_categories", where, default=None,
+                                            default=defaults.encode)
+        options["max_categories"] = problems.number(item, "max_categories", where,
+                                                    default=defaults.max_categories,
                                                     integer=True, low=2)
     elif kind == "boolean":
         options["impute"] = problems.choice(item, "impute", ("most_frequent", "constant"), where,
                                             default="most_frequent")
     elif kind == "text":
-        options["method"] = problems.choice(item, "method", TEXT_METHODS, where, default="tfidf")
-        options["max_features"] = problems.number(item, "max_features", where, default=None,
-                                                  integer=True, low=1)
-        options["ngram_max"] = problems.number(item, "ngram_max", where, default=1, integer=True,
-                                               low=1, high=5)
-        options["lowercase"] = problems.boolean(item, "lowercase", where, default=True)
+        options["method"] = problems.choice(item, "method", TEXT_METHODS, where,
+                                            default=defaults.method)
+        options["max_features"] = problems.number(item, "max_features", where,
+                                                  default=defaults.max_features, integer=True,
+                                                  low=1)
+        options["ngram_max"] = problems.number(item, "ngram_max", where,
+                                               default=defaults.ngram_max, integer=True, low=1,
+                                               high=5)
+        options["lowercase"] = problems.boolean(item, "lowercase", where,
+                                                default=defaults.lowercase)
     elif kind == "datetime":
-        parts = problems.string_list(item, "parts", where, default=list(DEFAULT_DATETIME_PARTS))
+        parts = problems.string_list(item, "parts", where, default=list(defaults.parts))
         for part in parts or ():
             if part not in DATETIME_PARTS:
                 problems.choice({"parts": part}, "parts", DATETIME_PARTS, where)
-        options["parts"] = tuple(parts or DEFAULT_DATETIME_PARTS)
+        options["parts"] = tuple(parts or defaults.parts)
 
     if options.get("impute") == "constant":
         if "fill_value" not in item:

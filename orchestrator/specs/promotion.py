@@ -156,9 +156,11 @@ def parse_promotion_spec(raw: object, problems: Problems, model_spec=None
             problems.add(f"{WHERE}.metric", f"{metric!r} is lower-is-better; put it in "
                          f"max: {{{metric}: ...}} and decide on a scorer name (e.g. roc_auc).")
         metric = None
-    improvement = problems.number(raw, "min_improvement", f"{WHERE}", default=0.0, low=0)
-    rows_raw = raw.get("rows", "holdout")
-    rows: str | PromotionRows = "holdout"
+    defaults = PromotionSpec(alias=alias)
+    improvement = problems.number(raw, "min_improvement", WHERE,
+                                  default=defaults.min_improvement, low=0)
+    rows_raw = raw.get("rows", defaults.rows)
+    rows: str | PromotionRows = defaults.rows
     if isinstance(rows_raw, Mapping):
         problems.unknown_keys(rows_raw, _ROW_KEYS, f"{WHERE}.rows")
         source = parse_table_source(rows_raw, f"{WHERE}.rows", problems)
@@ -171,7 +173,7 @@ def parse_promotion_spec(raw: object, problems: Problems, model_spec=None
         problems.expected(f"{WHERE}.rows", "'holdout' (the train_test hold-out) or a Delta "
                           "table {path|table, version?, label?}", rows_raw)
     return PromotionSpec(alias=alias, rows=rows, metric=metric,
-                         min_improvement=float(improvement or 0.0),
+                         min_improvement=float(improvement or defaults.min_improvement),
                          max=_bounds(raw, "max", problems, metric_ok),
                          min=_bounds(raw, "min", problems, metric_ok))
 

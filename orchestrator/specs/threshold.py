@@ -104,14 +104,15 @@ def parse_threshold_spec(raw: object, problems: Problems,
                              "equally good; give at least one positive cost.")
             if fp is None or fn is None:
                 fp = fn = None
-    cv_folds = raw.get("cv_folds", 5)
+    defaults = ThresholdSpec()
+    cv_folds = raw.get("cv_folds", defaults.cv_folds)
     if isinstance(cv_folds, bool) or not isinstance(cv_folds, int) or cv_folds < 2:
         problems.expected(f"{where}.cv_folds", "an integer >= 2", cv_folds)
-        cv_folds = 5
-    random_state = raw.get("random_state", 0)
+        cv_folds = defaults.cv_folds
+    random_state = raw.get("random_state", defaults.random_state)
     if isinstance(random_state, bool) or not isinstance(random_state, int):
         problems.expected(f"{where}.random_state", "an integer", random_state)
-        random_state = 0
+        random_state = defaults.random_state
     return ThresholdSpec(objective=objective if cost is None else None,
                          cost_false_positive=None if fp is None else float(fp),
                          cost_false_negative=None if fn is None else float(fn),

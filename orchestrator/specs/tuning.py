@@ -179,10 +179,13 @@ def parse_tuning_spec(raw: object, problems: Problems, model_spec=None) -> Tunin
 
     space = _parse_search_space(raw.get("search_space"), f"{where}.search_space", problems,
                                 model_spec)
-    max_evals = problems.number(raw, "max_evals", where, default=20, integer=True, low=1)
-    parallelism = problems.number(raw, "parallelism", where, default=None, integer=True, low=1)
-    algo = problems.choice(raw, "algo", ALGOS, where, default="tpe")
-    backend = problems.choice(raw, "backend", BACKENDS, where, default="auto")
+    defaults = TuningSpec()
+    max_evals = problems.number(raw, "max_evals", where, default=defaults.max_evals,
+                                integer=True, low=1)
+    parallelism = problems.number(raw, "parallelism", where, default=defaults.parallelism,
+                                  integer=True, low=1)
+    algo = problems.choice(raw, "algo", ALGOS, where, default=defaults.algo)
+    backend = problems.choice(raw, "backend", BACKENDS, where, default=defaults.backend)
     metric = raw.get("metric")
     if metric is not None:
         if model_spec is not None:
@@ -192,12 +195,14 @@ def parse_tuning_spec(raw: object, problems: Problems, model_spec=None) -> Tunin
         elif not isinstance(metric, str) or not metric:
             problems.expected(f"{where}.metric", "a scikit-learn scorer name", metric)
             metric = None
-    cv_folds = problems.number(raw, "cv_folds", where, default=3, integer=True, low=2)
-    timeout_s = problems.number(raw, "timeout_s", where, default=None, low=0, low_open=True)
-    rounds = problems.number(raw, "early_stopping_rounds", where, default=None, integer=True,
-                             low=1)
-    seed = problems.number(raw, "seed", where, default=42, integer=True, low=0)
-    staging_dir = raw.get("staging_dir")
+    cv_folds = problems.number(raw, "cv_folds", where, default=defaults.cv_folds, integer=True,
+                               low=2)
+    timeout_s = problems.number(raw, "timeout_s", where, default=defaults.timeout_s, low=0,
+                                low_open=True)
+    rounds = problems.number(raw, "early_stopping_rounds", where,
+                             default=defaults.early_stopping_rounds, integer=True, low=1)
+    seed = problems.number(raw, "seed", where, default=defaults.seed, integer=True, low=0)
+    staging_dir = raw.get("staging_dir", defaults.staging_dir)
     if staging_dir is not None and (not isinstance(staging_dir, str) or not staging_dir.strip()):
         problems.expected(f"{where}.staging_dir", "a directory path the executors can read, "
                           "such as /Volumes/main/default/tmp", staging_dir)
@@ -216,11 +221,13 @@ def parse_tuning_spec(raw: object, problems: Problems, model_spec=None) -> Tunin
                              "distribution; use uniform, or the local/spark backend.")
     if space is None:
         return None
-    return TuningSpec(search_space=space, max_evals=max_evals or 20, parallelism=parallelism,
-                      algo=algo or "tpe", metric=metric, cv_folds=cv_folds or 3,
+    # A value with a problem was recorded above; the spec keeps the default in its place.
+    return TuningSpec(search_space=space, max_evals=max_evals or defaults.max_evals,
+                      parallelism=parallelism, algo=algo or defaults.algo, metric=metric,
+                      cv_folds=cv_folds or defaults.cv_folds,
                       timeout_s=float(timeout_s) if timeout_s is not None else None,
-                      early_stopping_rounds=rounds, backend=backend or "auto", seed=seed,
-                      staging_dir=staging_dir)
+                      early_stopping_rounds=rounds, backend=backend or defaults.backend,
+                      seed=seed, staging_dir=staging_dir)
 
 
 def _uses(dist: Distribution, kind: str) -> bool:

@@ -114,49 +114,56 @@ def parse_validation_spec(strategy: object, params: object, problems: Problems) 
     problems.unknown_keys(params, allowed, f"validation_params ({strategy})")
     where = "validation_params"
     get = {k: params[k] for k in params if k in allowed}
-    random_state = get.get("random_state", 42)
+    defaults = ValidationSpec()
+    random_state = get.get("random_state", defaults.random_state)
     if random_state is not None:
-        random_state = problems.number(get, "random_state", where, default=42, integer=True,
-                                       low=0)
+        random_state = problems.number(get, "random_state", where,
+                                       default=defaults.random_state, integer=True, low=0)
     values: dict = {"strategy": strategy, "random_state": random_state}
     if strategy == "none":
         return ValidationSpec(strategy="none")
     if "cv_folds" in allowed:
-        values["cv_folds"] = problems.number(get, "cv_folds", where, default=5, integer=True,
-                                             low=2) or 5
+        values["cv_folds"] = problems.number(get, "cv_folds", where, default=defaults.cv_folds,
+                                             integer=True, low=2) or defaults.cv_folds
     if "outer_folds" in allowed:
-        values["outer_folds"] = problems.number(get, "outer_folds", where, default=5,
-                                                integer=True, low=2) or 5
+        values["outer_folds"] = problems.number(get, "outer_folds", where,
+                                                default=defaults.outer_folds, integer=True,
+                                                low=2) or defaults.outer_folds
     if "shuffle" in allowed:
-        values["shuffle"] = problems.boolean(get, "shuffle", where, default=True)
+        values["shuffle"] = problems.boolean(get, "shuffle", where, default=defaults.shuffle)
     for key in ("groups", "order_by"):
         if key in allowed:
             required = (strategy == "group_k_fold" and key == "groups") or (
                 strategy == "time_series" and key == "order_by")
             values[key] = (problems.string(get, key, where) if required
-                           else problems.string(get, key, where, default=None))
+                           else problems.string(get, key, where, default=getattr(defaults, key)))
     if strategy == "nested_cross_validation" and values.get("groups") and values.get("order_by"):
         problems.add(where, "give at most one of 'groups' (grouped outer folds) and 'order_by' "
                      "(time-ordered outer folds).")
     if "gap" in allowed:
-        values["gap"] = problems.number(get, "gap", where, default=0, integer=True, low=0) or 0
+        values["gap"] = problems.number(get, "gap", where, default=defaults.gap, integer=True,
+                                        low=0) or defaults.gap
         if values["gap"] and strategy != "time_series" and not values.get("order_by"):
             problems.add(f"{where}.gap", "a gap needs time-ordered rows; set order_by "
                          "(the timestamp column) too.")
     if "max_train_size" in allowed:
-        values["max_train_size"] = problems.number(get, "max_train_size", where, default=None,
+        values["max_train_size"] = problems.number(get, "max_train_size", where,
+                                                   default=defaults.max_train_size,
                                                    integer=True, low=1)
         if values["max_train_size"] and strategy != "time_series" and not values.get("order_by"):
             problems.add(f"{where}.max_train_size", "max_train_size applies to time-ordered "
                          "folds; set order_by (the timestamp column) too.")
     if "parallelism" in allowed:
-        values["parallelism"] = problems.number(get, "parallelism", where, default=None,
-                                                integer=True, low=1)
-        values["on_driver"] = problems.boolean(get, "on_driver", where, default=False)
+        values["parallelism"] = problems.number(get, "parallelism", where,
+                                                default=defaults.parallelism, integer=True,
+                                                low=1)
+        values["on_driver"] = problems.boolean(get, "on_driver", where,
+                                               default=defaults.on_driver)
     if strategy == "train_test":
-        values["test_size"] = problems.number(get, "test_size", where, default=0.2, low=0,
-                                              high=1, low_open=True, high_open=True) or 0.2
-        values["stratify"] = problems.boolean(get, "stratify", where, default=True)
+        values["test_size"] = problems.number(get, "test_size", where,
+                                              default=defaults.test_size, low=0, high=1,
+                                              low_open=True, high_open=True) or defaults.test_size
+        values["stratify"] = problems.boolean(get, "stratify", where, default=defaults.stratify)
         if values.get("order_by"):
             if get.get("stratify") is True:
                 problems.add(f"{where}.stratify", "a time-ordered hold-out (order_by) holds out "
