@@ -5,17 +5,19 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from orchestrator._version import __version__
-from orchestrator.entrypoints.cli import main
+from orchestrator.entrypoints.cli import _guarded, main
 from orchestrator.entrypoints.console import ConsoleFilter
 
-SUBCOMMANDS = ["validate", "run", "score", "demo-data", "report"]
+SUBCOMMANDS = ["validate", "run", "score", "demo-data", "report", "reproduce", "compare"]
 
 
 def test_version(capsys):
@@ -33,8 +35,11 @@ def test_each_command_has_a_manual_page(command, capsys):
     page = capsys.readouterr().out
     examples = page.split("EXAMPLES", 1)[1]
     assert re.search(rf"^\s+orchestrator {re.escape(command)} \S", examples, re.M), page
-    for code, meaning in (("0", "success"), ("1", "a step failed"), ("2", "bad config")):
+    for code, meaning in (("0", "success"), ("1", "a step failed"), ("2", "bad config"),
+                          ("130", r"interrupted \(Ctrl-C\)$"), ("143", "stopped by SIGTERM")):
         assert re.search(rf"^\s+{code}\s+{meaning}", page, re.M), (code, page)
+    # A backslash continuation in the example source must stay one on the page.
+    assert not re.search(r"\S {4,}--", examples), examples
     # Every option states its default (or that it is required).
     options = [line for line in page.splitlines() if re.match(r"\s+--?\w", line)]
     assert options
@@ -52,7 +57,27 @@ def test_top_level_help_documents_exit_codes(capsys):
         main(["--help"])
     page = capsys.readouterr().out
     assert "0 success, 1 a step failed, 2 bad config" in page
+    assert "130 interrupted (Ctrl-C), 143 stopped by SIGTERM" in page
+    assert not re.search(r"\S {4,}--output", page), page  # the score example's line break
     assert "--version" in page and "--verbose" in page
+
+
+@pytest.mark.parametrize("signum, code, meaning", [(signal.SIGINT, 130, "interrupted (Ctrl-C)"),
+                                                   (signal.SIGTERM, 143, "stopped by SIGTERM")])
+def test_a_signal_exits_with_the_code_the_manual_page_gives(signum, code, meaning, capsys):
+    def stopped() -> int:
+        os.kill(os.getpid(), signum)
+        time.sleep(10)  # the signal's handler raises before this ends
+        return 0
+
+    try:
+        exit_code = _guarded(stopped)
+    except SystemExit as exc:  # SIGTERM unwinds as SystemExit(143), which the process exits with
+        exit_code = exc.code
+    assert exit_code == code
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert re.search(rf"^\s+{code}\s+{re.escape(meaning)}", capsys.readouterr().out, re.M)
 
 
 def _record(msg, args=(), name="orchestrator.tuning.objective", level=logging.INFO):

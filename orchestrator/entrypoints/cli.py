@@ -1,4 +1,4 @@
-"""Command line: ``orchestrator validate|run|score|demo-data``.
+"""Command line: ``orchestrator validate|run|score|demo-data|report|reproduce|compare``.
 
 One ``main(argv)`` per job serves the console scripts, ``spark-submit jobs/...``
 and Databricks ``python_wheel_task`` entry points alike.
@@ -30,11 +30,12 @@ examples:
   orchestrator validate conf/demo.yml          check a config; starts no Spark, reads no data
   orchestrator demo-data --output data/demo    write the demo Delta tables
   orchestrator run conf/demo.yml               train, validate and print the summary
-  orchestrator score --model-uri models:/churn@champion --input data/demo/churn \
+  orchestrator score --model-uri models:/churn@champion --input data/demo/churn \\
       --output data/demo/churn_predictions     batch-score a Delta table into a Delta table
   spark-submit jobs/train.py --config conf/demo.yml   the same, through spark-submit
 
-exit codes: 0 success, 1 a step failed, 2 bad config, specs or arguments, 130 interrupted
+exit codes: 0 success, 1 a step failed, 2 bad config, specs or arguments,
+  130 interrupted (Ctrl-C), 143 stopped by SIGTERM
 
 Each command has its own page: orchestrator COMMAND --help. By default a run
 prints one line per step, progress, warnings and the summary; Spark's own
@@ -281,7 +282,8 @@ def _add_trust_commands(commands) -> None:
         "configs), data versions (lineage), library versions (lib.* params) and metrics.")
     compare.add_argument("run_a", help="the first MLflow run id")
     compare.add_argument("run_b", help="the second MLflow run id")
-    compare.add_argument("--json", action="store_true", help="print the differences as JSON")
+    compare.add_argument("--json", action="store_true", help="print the differences as JSON "
+                         "(default: text, one line per difference)")
     compare.add_argument("--tracking-uri", help="MLflow tracking URI of both runs (default: "
                          "$MLFLOW_TRACKING_URI, else sqlite:///./mlruns/mlflow.db)")
 
@@ -484,7 +486,8 @@ _EXIT_CODES = """EXIT STATUS
   0    success
   1    a step failed (the message says which and why)
   2    bad config, specs or arguments (nothing was run)
-  130  interrupted (Ctrl-C, SIGTERM)
+  130  interrupted (Ctrl-C)
+  143  stopped by SIGTERM (a scheduler ending the job)
 """
 _EXAMPLES = {
     "validate": """  orchestrator validate conf/demo.yml
@@ -496,7 +499,7 @@ _EXAMPLES = {
       Tune, calibrate and track with two local cores; plots and logs under out/.
   orchestrator run conf/demo.yml --verbose
       The same with every log line and Spark's own output on the console.""",
-    "score": """  orchestrator score --model-uri models:/churn_classifier@champion \
+    "score": """  orchestrator score --model-uri models:/churn_classifier@champion \\
       --input data/demo/churn --output data/demo/churn_predictions --keep-columns customer_id
       Append the champion's predictions for the input's latest version; a re-run
       for the same version appends nothing.""",
