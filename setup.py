@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -17,6 +18,13 @@ def _requirements() -> list[str]:
             if line.split("#")[0].strip() and not line.startswith("-")]
 
 
+def _version() -> str:
+    # One place for the version: orchestrator/_version.py (what --version prints). Read, not
+    # imported, so building the wheel needs none of the package's dependencies.
+    text = Path(__file__).with_name("orchestrator").joinpath("_version.py").read_text()
+    return re.search(r"^__version__ = [\"']([^\"']+)[\"']", text, re.M).group(1)
+
+
 def _name(requirement: str) -> str:
     for separator in ("=", "<", ">", "!", "~", "[", ";"):
         requirement = requirement.split(separator)[0]
@@ -25,7 +33,7 @@ def _name(requirement: str) -> str:
 
 setup(
     name="orchestrator",
-    version="0.1.0",
+    version=_version(),
     description="Spark-native ML training workflows driven by declarative specs",
     long_description=Path(__file__).with_name("README.md").read_text()
     if Path(__file__).with_name("README.md").exists() else "",

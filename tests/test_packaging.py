@@ -76,6 +76,14 @@ def test_runtime_versions_are_in_range_and_differ_from_the_lowest_and_pinned(nam
                            _pins(ROOT / "constraints-lowest.txt")[name])
 
 
+def test_the_wheel_takes_its_version_from_the_package():
+    from orchestrator._version import __version__
+
+    # setup.py --version evaluates setup() without building anything.
+    out = _run(sys.executable, "setup.py", "--version", cwd=ROOT)
+    assert out.strip().splitlines()[-1] == __version__
+
+
 def _runtime_python() -> str:
     candidate = os.environ.get("ORCHESTRATOR_RUNTIME_PYTHON", "python3.13")
     found = shutil.which(candidate)
@@ -184,7 +192,9 @@ def test_wheel_installs_on_a_runtime_without_replacing_its_packages_and_trains(t
                if after.get(name) != version}
     assert changed == {}, f"pip replaced or removed the runtime's packages: {changed}"
     added = after.keys() - before.keys()
-    assert after["orchestrator"] == metadata["Version"]
+    from orchestrator._version import __version__
+
+    assert after["orchestrator"] == metadata["Version"] == __version__
     # What the runtime lacked comes in (optuna, deltalake and their dependencies), nothing else.
     assert {"optuna", "deltalake"} <= added
 
