@@ -16,6 +16,8 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.results import WorkflowResult, as_workflow_result
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -141,7 +143,7 @@ def set_task_value(key: str, value: Any, *, dbutils: Any = None) -> None:
     dbutils.jobs.taskValues.set(key, value)
 
 
-def training_task_values(results: Mapping[str, Any]) -> dict[str, Any]:
+def training_task_values(results: WorkflowResult | Mapping[str, Any]) -> dict[str, Any]:
     """The task values a train task publishes: run id, model URI, registered name and version.
 
     Examples
@@ -150,8 +152,9 @@ def training_task_values(results: Mapping[str, Any]) -> dict[str, Any]:
     ...     "registered_model_name": "churn", "model_uri": "models:/m-1"}})
     {'run_id': 'r1', 'model_uri': 'models:/m-1', 'model_name': 'churn', 'model_version': '3'}
     """
-    logged = results.get("mlflow_model") or {}
-    values = {"run_id": results.get("mlflow_run_id"), "model_uri": logged.get("model_uri"),
+    results = as_workflow_result(results)
+    logged = results.mlflow_model or {}
+    values = {"run_id": results.mlflow_run_id, "model_uri": logged.get("model_uri"),
               "model_name": logged.get("registered_model_name"),
               "model_version": logged.get("model_version")}
     return {key: value for key, value in values.items() if value is not None}

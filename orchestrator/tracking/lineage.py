@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.redaction import redact
+from orchestrator.results import WorkflowResult, as_workflow_result
 from orchestrator.tracking.model_logging import to_model_input
 from orchestrator.tracking.params import finite_number, yaml_safe
 
@@ -25,7 +26,7 @@ def _dataset_name(source) -> str:
     return str(name).rstrip("/").split("/")[-1] or str(name)
 
 
-def log_lineage(tracker, results: Mapping[str, Any], X_sample) -> None:
+def log_lineage(tracker, results: WorkflowResult | Mapping[str, Any], X_sample) -> None:
     """Log ``results.data`` as ``lineage.json``, ``data.*`` params and MLflow dataset inputs."""
     from mlflow.data.delta_dataset_source import DeltaDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
@@ -33,7 +34,7 @@ def log_lineage(tracker, results: Mapping[str, Any], X_sample) -> None:
     from mlflow.models import infer_signature
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-    data = results.get("data")
+    data = as_workflow_result(results).data
     if not isinstance(data, Mapping) or not data:
         return
     lineage = yaml_safe(redact(dict(data)))

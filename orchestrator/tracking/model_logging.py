@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ModelLoggingError
+from orchestrator.results import WorkflowResult, as_workflow_result
 from orchestrator.tracking.params import library_versions, yaml_safe
 from orchestrator.tracking.uri import tracking_errors
 
@@ -158,7 +159,7 @@ def find_pipeline(model, depth: int = 0):
     return None
 
 
-def log_model(tracker, results: Mapping[str, Any], X_sample) -> dict[str, Any]:
+def log_model(tracker, results: WorkflowResult | Mapping[str, Any], X_sample) -> dict[str, Any]:
     """Log the model as a LoggedModel of this run's experiment, then register it.
 
     Everything goes through this run's client: ``mlflow.sklearn.log_model``
@@ -169,7 +170,8 @@ def log_model(tracker, results: Mapping[str, Any], X_sample) -> dict[str, Any]:
     import mlflow.sklearn
     from mlflow.models import Model, infer_signature
 
-    model = results["pipeline"]
+    results = as_workflow_result(results)
+    model = results.pipeline
     trusted, untrusted = trusted_model_types(model, tracker.spec.trusted_types)
     if untrusted:
         raise ModelLoggingError(
@@ -182,7 +184,7 @@ def log_model(tracker, results: Mapping[str, Any], X_sample) -> dict[str, Any]:
         raise ModelLoggingError("MLflow tracking: no model signature could be inferred from "
                                 f"the sample columns {list(sample.columns)}.")
     metadata = {"orchestrator_version": library_versions()["lib.orchestrator"],
-                "task": str(results.get("task") or "")}
+                "task": str(results.task or "")}
     classes = getattr(model, "classes_", None)
     if classes is not None:
         metadata["classes"] = [yaml_safe(c) for c in classes]

@@ -30,6 +30,7 @@ from typing import Any
 
 from orchestrator.errors import ModelLoggingError, TrackingError, TrackingUnavailableError
 from orchestrator.redaction import redact, redact_text
+from orchestrator.results import WorkflowResult, as_workflow_result
 from orchestrator.specs.mlflow import MLflowSpec
 from orchestrator.tracking.lineage import log_lineage
 from orchestrator.tracking.model_logging import find_pipeline, log_model
@@ -137,17 +138,17 @@ class Tracker:
 
     # -- step 7
 
-    def log_results(self, results: Mapping[str, Any], *, X_sample, output_dir,
+    def log_results(self, results: WorkflowResult | Mapping[str, Any], *, X_sample, output_dir,
                     y_sample=None) -> dict[str, Any]:
         """Log what the workflow produced to this run (step 7).
 
         Parameters
         ----------
-        results : mapping
+        results : WorkflowResult or mapping of its fields
             The workflow results: ``pipeline``, ``metrics`` (name ->
             ``{"mean", "std", "folds"}`` or ``{"value"}``), ``tuning_summary``
             (None or with ``best_score``), ``calibration_summary`` (None or
-            with ``before``/``after`` metric dicts), ``timings`` (step ->
+            with ``metrics_before``/``metrics_after``), ``timings`` (step ->
             seconds), ``data`` (lineage: ``location``, ``delta_version``,
             ``row_count``, ``feature_lookups``, ...), ``summary_text``,
             ``artifacts`` (name -> PNG path, e.g. reliability diagram, tuning
@@ -182,6 +183,7 @@ class Tracker:
         >>> with ensure_run_ends(tracker):                      # doctest: +SKIP
         ...     logged = tracker.log_results(results, X_sample=X.head(200), output_dir="out")
         """
+        results = as_workflow_result(results)
         errors = tracking_errors()
         outcome: dict[str, Any] = {"run_id": self.run_id, "model_uri": None,
                                    "model_version": None, "registered_model_name": None,
@@ -206,7 +208,7 @@ class Tracker:
                 message = f"MLflow tracking: {what} not logged: {exc}"
                 logger.warning(message)
                 outcome["warnings"].append(message)
-        if self.spec.log_model and results.get("pipeline") is not None:
+        if self.spec.log_model and results.pipeline is not None:
             try:
                 outcome.update(log_model(self, results, X_sample))
             except ModelLoggingError:
@@ -216,39 +218,41 @@ class Tracker:
                                         f"{self.run_id} failed: {exc}") from exc
         return outcome
 
-    def _log_model_params(self, results: Mapping[str, Any]) -> None:
-        pipeline = find_pipeline(results.get("pipeline"))
+    def _log_model_params(self, results: WorkflowResult) -> None:
+        outer = results.pipeline
+        pipeline = find_pipeline(outer)
         estimator = pipeline.named_steps.get("model") if pipeline is not None else None
         if estimator is None:
-            estimator = results.get("pipeline")
+            estimator = outer
         if estimator is None or not hasattr(estimator, "get_params"):
             return
         params = {f"final_model.{k}": v for k, v in estimator.get_params(deep=False).items()
                   if not hasattr(v, "get_params")}
         params["final_model.class"] = f"{type(estimator).__module__}.{type(estimator).__name__}"
-        outer = results.get("pipeline")
         if outer is not estimator and outer is not pipeline:
             params["final_model.wrapper"] = f"{type(outer).__module__}.{type(outer).__name__}"
         # "<step>_result." keeps what a step decided apart from the spec's own "<step>." params
         # (e.g. calibration.ensemble: auto in the spec, calibration_result.ensemble: True).
+        # ``get`` because "ensemble" is a key a step adds (the summary's ``extra``).
         for prefix, summary, keys in (
-                ("tuning_result", results.get("tuning_summary"),
+                ("tuning_result", results.tuning_summary,
                  ("backend", "algo", "metric", "stop_reason", "status")),
-                ("calibration_result", results.get("calibration_summary"),
+                ("calibration_result", results.calibration_summary,
                  ("method", "decision", "cv", "ensemble", "status"))):
-            if isinstance(summary, Mapping):
-                params.update({f"{prefix}.{key}": summary[key] for key in keys
+            if summary is not None:
+                params.update({f"{prefix}.{key}": summary.get(key) for key in keys
                                if summary.get(key) is not None})
-                if prefix == "tuning_result" and isinstance(summary.get("best_params"), Mapping):
-                    params.update({f"tuning_result.best_params.{k}": v
-                                   for k, v in summary["best_params"].items()})
-        params.update(validation_params(results.get("validation_details")))
-        weights = (results.get("data") or {}).get("sample_weight")
+        tuning = results.tuning_summary
+        if tuning is not None and isinstance(tuning.best_params, Mapping):
+            params.update({f"tuning_result.best_params.{k}": v
+                           for k, v in tuning.best_params.items()})
+        params.update(validation_params(results.validation_details))
+        weights = (results.data or {}).get("sample_weight")
         if weights:  # which rows' weights every fit and score used
             params["training.sample_weight"] = weights
         self.log_params(params)
 
-    def _log_result_metrics(self, results: Mapping[str, Any]) -> None:
+    def _log_result_metrics(self, results: WorkflowResult) -> None:
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
@@ -259,7 +263,7 @@ class Tracker:
             if number is not None:
                 items.append(Metric(param_key(name), number, stamp, step))
 
-        for name, values in (results.get("metrics") or {}).items():
+        for name, values in (results.metrics or {}).items():
             if not isinstance(values, Mapping):
                 add(name, values)
                 continue
@@ -267,70 +271,69 @@ class Tracker:
             add(f"{name}_std", values.get("std"))
             for step, fold_value in enumerate(values.get("folds") or []):
                 add(f"{name}_fold", fold_value, step)
-        if results.get("cv_score") is not None and results.get("primary_metric") is None:
-            add("cv_score", results["cv_score"])
-        tuning = results.get("tuning_summary") or {}
-        if isinstance(tuning, Mapping):
-            for key in ("best_score", "n_trials", "trials_run", "trials_ok", "trials_failed",
+        if results.cv_score is not None and results.primary_metric is None:
+            add("cv_score", results.cv_score)
+        tuning = results.tuning_summary
+        if tuning is not None:
+            for key in ("best_score", "trials_run", "trials_ok", "trials_failed",
                         "wall_time_s"):
-                add(f"tuning/{key}", tuning.get(key))
-            trials = tuning.get("trials") or tuning.get("history") or []
-            for index, trial in enumerate(trials):
+                add(f"tuning/{key}", getattr(tuning, key))
+            for index, trial in enumerate(tuning.trials or []):
                 score = trial.get("score") if isinstance(trial, Mapping) else trial
                 number = trial.get("number", index) if isinstance(trial, Mapping) else index
                 add("tuning/trial_score", score, int(number) if finite_number(number) is not None
                     else index)
-        calibration = results.get("calibration_summary") or {}
-        if isinstance(calibration, Mapping):
-            for when in ("before", "after"):
-                values = calibration.get(when, calibration.get(f"metrics_{when}")) or {}
-                for name, value in flat_numbers(values).items():
+        calibration = results.calibration_summary
+        if calibration is not None:
+            for when, values in (("before", calibration.metrics_before),
+                                 ("after", calibration.metrics_after)):
+                for name, value in flat_numbers(values or {}).items():
                     add(f"calibration/{when}/{name}", value)
-        details = results.get("validation_details") or {}
+        details = results.validation_details or {}
         for fold in details.get("nested") or [] if isinstance(details, Mapping) else []:
             add("nested/outer_score", fold.get("outer_score"), int(fold.get("fold", 0)))
             add("nested/inner_score", fold.get("inner_score"), int(fold.get("fold", 0)))
-        threshold = results.get("threshold_summary") or {}
+        threshold = results.threshold_summary
         if isinstance(threshold, Mapping):
             add("decision_threshold", threshold.get("threshold"))
             add("decision_threshold/cv_score", threshold.get("cv_score"))
-        for step_name, seconds in (results.get("timings") or {}).items():
+        for step_name, seconds in (results.timings or {}).items():
             add(f"timing/{step_name}_s", seconds)
         self._log_metric_entities(items)
-        tags = {"orchestrator.task": results.get("task"),
-                "orchestrator.primary_metric": results.get("primary_metric")}
+        tags = {"orchestrator.task": results.task,
+                "orchestrator.primary_metric": results.primary_metric}
         client = self.client()
         for key, value in tags.items():
             if value is not None:
                 client.set_tag(self.run_id, key, str(value))
 
-    def _log_result_artifacts(self, results: Mapping[str, Any]) -> None:
+    def _log_result_artifacts(self, results: WorkflowResult) -> None:
         client = self.client()
-        if results.get("validation_details"):
-            client.log_dict(self.run_id, yaml_safe(redact(dict(results["validation_details"]))),
+        if results.validation_details:
+            client.log_dict(self.run_id, yaml_safe(redact(dict(results.validation_details))),
                             "validation_details.json")
-        for name in ("tuning_summary", "calibration_summary"):
-            if isinstance(results.get(name), Mapping):
-                client.log_dict(self.run_id, yaml_safe(redact(dict(results[name]))), f"{name}.json")
-        if isinstance(results.get("threshold_summary"), Mapping):
-            client.log_dict(self.run_id, yaml_safe(dict(results["threshold_summary"])),
+        for name, summary in (("tuning_summary", results.tuning_summary),
+                              ("calibration_summary", results.calibration_summary)):
+            if summary is not None:
+                client.log_dict(self.run_id, yaml_safe(redact(summary.to_dict())), f"{name}.json")
+        if isinstance(results.threshold_summary, Mapping):
+            client.log_dict(self.run_id, yaml_safe(dict(results.threshold_summary)),
                             "threshold_summary.json")
-        explanations = results.get("explanations")
+        explanations = results.explanations
         if isinstance(explanations, Mapping) and explanations.get("permutation_importance"):
             import pandas as pd
 
             client.log_table(self.run_id, pd.DataFrame(explanations["permutation_importance"]),
                              "permutation_importance.json")
-        summary = results.get("summary_text")
-        if summary:
-            client.log_text(self.run_id, redact_text(str(summary)), "summary.txt")
-        for name, path in (results.get("artifacts") or {}).items():
+        if results.summary_text:
+            client.log_text(self.run_id, redact_text(str(results.summary_text)), "summary.txt")
+        for name, path in (results.artifacts or {}).items():
             if path and Path(path).is_file():
                 client.log_artifact(self.run_id, str(path), artifact_path="plots")
             else:
                 logger.debug("artifact %s=%r is not a file; not logged", name, path)
 
-    def _log_plots(self, results: Mapping[str, Any], X_sample, y_sample, output_dir: Path):
+    def _log_plots(self, results: WorkflowResult, X_sample, y_sample, output_dir: Path):
         from orchestrator.tracking import plots
 
         paths = plots.draw_plots(results, X_sample=X_sample, y_sample=y_sample,
@@ -339,7 +342,7 @@ class Tracker:
         for path in paths:
             client.log_artifact(self.run_id, str(path), artifact_path="plots")
 
-    def log_report(self, results: Mapping[str, Any]) -> None:
+    def log_report(self, results: WorkflowResult | Mapping[str, Any]) -> None:
         """Log the run's warnings and its self-contained HTML report (``report.html``).
 
         Called last (after the model and the promotion gate), so the report
@@ -348,12 +351,13 @@ class Tracker:
         """
         from orchestrator.tracking.report import REPORT_ARTIFACT, collect_report, render_report
 
+        results = as_workflow_result(results)
         client = self.client()
-        warnings = [{"step": w.get("step"), "reason": redact_text(str(w.get("reason")))}
-                    for w in results.get("warnings") or []]
+        warnings = [{"step": w.step, "reason": redact_text(str(w.reason))}
+                    for w in results.warnings]
         client.log_dict(self.run_id, warnings, "warnings.json")
-        if results.get("summary_text"):  # the final text, with the promotion decision
-            client.log_text(self.run_id, redact_text(str(results["summary_text"])), "summary.txt")
+        if results.summary_text:  # the final text, with the promotion decision
+            client.log_text(self.run_id, redact_text(str(results.summary_text)), "summary.txt")
         client.log_text(self.run_id, render_report(collect_report(client, self.run_id)),
                         REPORT_ARTIFACT)
 
