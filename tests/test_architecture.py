@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,13 +70,18 @@ def test_layout_has_the_documented_rooms():
 
 
 def test_hyperopt_internals_used_by_the_hyperopt_backend():
-    """hyperopt_backend.all_trials and spark_trials read Trials internals (hyperopt 0.3.0)."""
+    """hyperopt_backend.all_trials and spark_trials read Trials internals (hyperopt 0.3.0).
+
+    spark_trials reads ``_dynamic_trials`` itself: importing all_trials from
+    hyperopt_backend, which imports spark_trials, would be an import cycle.
+    """
     import hyperopt
     from hyperopt import Trials
     from hyperopt.fmin import FMinIter
 
     trials = Trials()
-    where = f"hyperopt {hyperopt.__version__}: orchestrator/tuning/hyperopt_backend.py"
+    where = (f"hyperopt {hyperopt.__version__}: orchestrator/tuning/hyperopt_backend.py "
+             "(all_trials, also used by connect_backend.py) and spark_trials.py")
     assert isinstance(getattr(trials, "_dynamic_trials", None), list), where
     assert "poll_interval_secs" in inspect.signature(FMinIter).parameters, where
     from hyperopt.spark import SparkTrials
@@ -104,3 +111,68 @@ def test_mlflow_default_experiment_resolution():
     assert callable(getattr(fluent, "_get_experiment_id", None)), (
         f"mlflow {mlflow.__version__}: mlflow.tracking.fluent._get_experiment_id is gone; "
         "orchestrator/tracking/run.py must find the default experiment another way")
+
+
+def test_scikit_learn_helpers_used_by_calibration():
+    """steps/calibration.py indexes rows and checks weights as scikit-learn's own
+    estimators do (checked against scikit-learn 1.9)."""
+    import numpy as np
+    import pandas as pd
+    import sklearn
+    import sklearn.utils
+    from sklearn.utils import _safe_indexing
+
+    where = f"scikit-learn {sklearn.__version__}: orchestrator/steps/calibration.py"
+    # Underscored but public: exported in sklearn.utils.__all__ and documented.
+    assert "_safe_indexing" in sklearn.utils.__all__, f"{where}: sklearn.utils._safe_indexing"
+    rows = _safe_indexing(pd.DataFrame({"a": [1, 2, 3]}), [2, 0])
+    assert rows["a"].tolist() == [3, 1], where
+    # Private, with no public equivalent: the validation CalibratedClassifierCV applies.
+    from sklearn.utils.validation import _check_sample_weight
+
+    weights = _check_sample_weight([1, 2, 3], np.zeros((3, 1)))
+    assert isinstance(weights, np.ndarray) and weights.tolist() == [1.0, 2.0, 3.0], where
+
+
+def test_mlflow_dataset_entity_used_for_lineage():
+    """tracking/lineage.py turns a MetaDataset into the entity MlflowClient.log_inputs takes
+    (mlflow 3.x has no public conversion outside the fluent, process-global API)."""
+    import mlflow
+    from mlflow.data.delta_dataset_source import DeltaDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import Dataset
+
+    source = DeltaDatasetSource(path="/data/churn", delta_table_version=3)
+    dataset = MetaDataset(source=source, name="churn", digest="0123abcd")
+    where = f"mlflow {mlflow.__version__}: orchestrator/tracking/lineage.py"
+    assert callable(getattr(dataset, "_to_mlflow_entity", None)), \
+        f"{where}: MetaDataset._to_mlflow_entity is gone"
+    entity = dataset._to_mlflow_entity()
+    assert isinstance(entity, Dataset) and entity.name == "churn", where
+    assert entity.source_type == "delta_table" and "/data/churn" in entity.source, where
+
+
+def test_pyspark_worker_daemon_entry_point():
+    """cluster/worker.py preloads modules, then hands over to PySpark's own worker daemon."""
+    import pyspark
+    from pyspark import daemon
+
+    assert callable(getattr(daemon, "manager", None)), (
+        f"pyspark {pyspark.__version__}: pyspark.daemon.manager is gone; "
+        "orchestrator/cluster/worker.py starts it as spark.python.daemon.module")
+
+
+@pytest.mark.spark
+@pytest.mark.classic_only("py4j internals exist only on a classic SparkContext")
+def test_py4j_internals_of_the_classic_session(spark):
+    """io/session.py (SparkContext._gateway), tuning/backend.py (SparkContext._jsc) and
+    tracking/reproduce.py (SparkSession._jvm, _jsc) reach the JVM of a classic session."""
+    import pyspark
+    from pyspark import SparkContext
+
+    where = f"pyspark {pyspark.__version__}"
+    assert SparkContext._gateway is not None, f"{where}: SparkContext._gateway (io/session.py)"
+    assert spark.sparkContext._jsc is not None, f"{where}: SparkContext._jsc (tuning/backend.py)"
+    path = spark._jvm.org.apache.hadoop.fs.Path("file:///")
+    assert path.getFileSystem(spark._jsc.hadoopConfiguration()).exists(path), \
+        f"{where}: SparkSession._jvm/_jsc (tracking/reproduce.py)"

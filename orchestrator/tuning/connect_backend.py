@@ -81,12 +81,14 @@ class _HyperoptSearch:
         from hyperopt.fmin import space_eval
         from hyperopt.utils import coarse_utcnow
 
+        from orchestrator.tuning.hyperopt_backend import all_trials
+
         new_ids = self.trials.new_trial_ids(1)
         self.trials.refresh()
         docs = self.algo(new_ids, self.domain, self.trials, self.rstate.integers(2 ** 31 - 1))
         self.trials.insert_trial_docs(docs)
         self.trials.refresh()
-        doc = next(t for t in self.trials._dynamic_trials if t["tid"] == new_ids[0])
+        doc = next(t for t in all_trials(self.trials) if t["tid"] == new_ids[0])
         doc["state"] = base.JOB_STATE_RUNNING
         doc["book_time"] = doc["refresh_time"] = coarse_utcnow()
         params = space_eval(self.space, base.spec_from_misc(doc["misc"]))

@@ -101,7 +101,9 @@ def all_trials(trials) -> list[dict]:
     The public ``Trials.trials`` leaves out trials in the ERROR and CANCEL
     states, so this reads hyperopt's ``_dynamic_trials`` (checked against
     hyperopt 0.3.0 by tests/test_architecture.py, which names the version
-    if it changes). The one place outside :mod:`orchestrator.tuning.spark_trials`.
+    if it changes). The connect backend reads it through here too; only
+    :mod:`orchestrator.tuning.spark_trials` (our SparkTrials runner, which this
+    module imports) reads it itself.
     """
     return list(trials._dynamic_trials)
 

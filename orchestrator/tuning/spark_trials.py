@@ -51,6 +51,7 @@ import logging
 import threading
 import time
 import traceback
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from hyperopt import base
@@ -63,7 +64,7 @@ from hyperopt.spark import (
     SparkTrials,
 )
 from hyperopt.spark import logger as hyperopt_logger
-from hyperopt.utils import _get_random_id, coarse_utcnow
+from hyperopt.utils import coarse_utcnow
 
 from orchestrator.cluster.worker import STATUS_FAIL, run_trial_partition
 from orchestrator.errors import (
@@ -195,7 +196,8 @@ class _TrialDispatcher:
         self.early_stop_fn = early_stop_fn
         self.early_stop_args: list = []
         self.spark_context = trials._spark_context
-        self.job_group = "orchestrator_tuning_" + _get_random_id()
+        # As hyperopt names its groups (its private _get_random_id), with the stdlib.
+        self.job_group = "orchestrator_tuning_" + uuid.uuid4().hex[-12:]
         self._wake = threading.Event()
         self._done = threading.Event()
         self._lock = threading.Lock()
