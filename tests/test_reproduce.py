@@ -4,6 +4,7 @@ several versions on the shared Spark session, logistic regression on a few hundr
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,10 @@ def test_reproduction_reads_the_pinned_version_and_agrees_exactly(tracked, capsy
                  "--output-dir", str(tracked["tmp"] / "repro")])
     out = capsys.readouterr().out
     assert code == 0, out
+    # Behind the CLI's quiet console, as run is: the log file is under --output-dir/logs.
+    log = Path(out.rstrip().splitlines()[-1].split()[1])
+    assert log.parent == tracked["tmp"] / "repro" / "logs", out
+    assert f"reproducing run {tracked['run_id']} pinned to" in log.read_text()
     assert "tolerance: 0 (deterministic: random_state is set)" in out
     assert f"data {tracked['table']} @ version 1" in out
     assert "roc_auc " in out and "disagree" not in out
@@ -91,6 +96,39 @@ def test_reproduction_reads_the_pinned_version_and_agrees_exactly(tracked, capsy
     original = client.get_run(tracked["run_id"]).data.metrics
     assert new.data.metrics["roc_auc"] == original["roc_auc"]
     assert not client.search_registered_models()
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_reproduce_goes_through_the_quiet_console_and_its_log_file_like_run(
+        verbose, tmp_path, monkeypatch, capsys):
+    import orchestrator.entrypoints.reproduction as reproduction
+    from orchestrator.entrypoints.console import jars_cache_dir
+
+    seen = {}
+
+    def reproduce_run(run_id, **kwargs):
+        seen.update(kwargs)
+        logging.getLogger("orchestrator.entrypoints.reproduction").info("reproducing run %s",
+                                                                        run_id)
+        return {"text": "every metric agrees", "agree": True}
+
+    monkeypatch.setattr(reproduction, "reproduce_run", reproduce_run)
+    code = main(["reproduce", "3f2a", "--remote", "sc://cluster:15002",
+                 "--log-dir", str(tmp_path / "logs"), *(["--verbose"] if verbose else [])])
+    captured = capsys.readouterr()
+    assert code == 0, captured
+    assert seen["remote"] == "sc://cluster:15002"
+    # The Delta jars Ivy resolved once are reused either way, so no resolution on the console.
+    assert seen["session_options"]["jars_cache_dir"] == jars_cache_dir()
+    last = captured.out.rstrip().splitlines()[-1]
+    if verbose:
+        assert "jvm_log_path" not in seen["session_options"] and last == "every metric agrees"
+        assert not (tmp_path / "logs").exists()
+        return
+    log = Path(seen["session_options"]["jvm_log_path"])
+    assert log.parent == tmp_path / "logs" and log.name.startswith("reproduce-")
+    assert last == f"log: {log} (every log line and Spark's output)"
+    assert "reproducing run 3f2a" in log.read_text()
 
 
 @pytest.mark.spark
@@ -161,6 +199,36 @@ def test_redacted_secrets_are_refused_naming_the_keys(tmp_path, capsys):
     [message] = [line for line in err.splitlines() if line.startswith("error:")]
     assert "mlflow.tags.api_token: was redacted" in err
     assert "mlflow.tracking_uri" not in err  # replaced by the store the run is read from
+
+
+def test_the_report_and_reproduction_read_a_run_the_same_way(tmp_path):
+    """One reader: per-fold metrics keep their steps (a fold whose value was not finite was
+    never logged), the logged lineage is read back, and an unknown run is one clear error."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    from orchestrator.errors import TrackingError
+    from orchestrator.tracking.report import collect_report
+    from orchestrator.tracking.reproduce import read_logged_run
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = client.create_run(client.create_experiment("reader")).info.run_id
+    client.log_batch(run_id, metrics=[Metric("roc_auc", 0.8, 0, 0),
+                                      Metric("roc_auc_fold", 0.7, 0, 0),
+                                      Metric("roc_auc_fold", 0.9, 0, 2)])
+    client.log_dict(run_id, {"location": "/t", "delta_version": 3}, "lineage.json")
+
+    logged = read_logged_run(client, run_id)
+    assert logged["lineage"] == {"location": "/t", "delta_version": 3}
+    assert logged["config"] is None
+    assert logged["metrics"] == {"roc_auc": 0.8, "roc_auc_fold[0]": 0.7, "roc_auc_fold[2]": 0.9}
+    report = collect_report(client, run_id)
+    assert report["lineage"] == logged["lineage"]
+    assert report["metrics"] == [{"name": "roc_auc", "value": 0.8, "std": None,
+                                  "folds": [0.7, 0.9]}]
+    for read in (read_logged_run, collect_report):
+        with pytest.raises(TrackingError, match="run '0{32}' not found or not readable"):
+            read(client, "0" * 32)
 
 
 # ----------------------------------------------------------------------------- plain dicts

@@ -18,13 +18,11 @@ import html
 import json
 import logging
 import math
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import TrackingError
-from orchestrator.tracking.uri import tracking_errors
+from orchestrator.tracking.run_reader import FOLD_SUFFIX, read_run
 
 logger = logging.getLogger(__name__)
 
@@ -63,61 +61,43 @@ def collect_report(client, run_id: str) -> dict[str, Any]:
     >>> content = collect_report(MlflowClient(tracking_uri=uri), run_id)  # doctest: +SKIP
     >>> Path("report.html").write_text(render_report(content))           # doctest: +SKIP
     """
-    errors = tracking_errors()
-    try:
-        run = client.get_run(run_id)
-    except errors as exc:
-        raise TrackingError(f"report: run {run_id!r} not found or not readable: {exc}") from exc
-    try:
-        with tempfile.TemporaryDirectory(prefix="orchestrator-report-") as tmp:
-            files = _download(client, run_id, Path(tmp))
-            content = {
-                "run": {"run_id": run_id, "run_name": run.info.run_name,
-                        "status": run.info.status, "experiment_id": run.info.experiment_id,
-                        "start": _when(run.info.start_time)},
-                "params": dict(run.data.params),
-                "tags": {k: v for k, v in run.data.tags.items()
-                         if not k.startswith("mlflow.")},
-                "summary_text": _read_text(files.get("summary.txt")),
-                "metrics": _metric_rows(client, run_id, run.data.metrics),
-                "images": {name: path.read_bytes() for name, path in sorted(files.items())
-                           if name.startswith("plots/") and name.endswith(".png")},
-            }
-            for name in _JSON_ARTIFACTS:
-                content[name.split("/")[0].removesuffix(".json")] = _read_json(files.get(name))
-    except errors as exc:
-        raise TrackingError(f"report: reading the artifacts of run {run_id} failed: "
-                            f"{exc}") from exc
+    logged = read_run(client, run_id, folders=(None, "plots", "promotion"), wanted=_wanted)
+    run, files = logged.run, logged.artifacts
+    content = {
+        "run": {"run_id": run_id, "run_name": run.info.run_name,
+                "status": run.info.status, "experiment_id": run.info.experiment_id,
+                "start": _when(run.info.start_time)},
+        "params": dict(run.data.params),
+        "tags": {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")},
+        "summary_text": _read_text(files.get("summary.txt")),
+        "metrics": _metric_rows(run.data.metrics, logged.folds),
+        "images": {name: data for name, data in sorted(files.items())
+                   if name.startswith("plots/") and name.endswith(".png")},
+    }
+    for name in _JSON_ARTIFACTS:
+        content[name.split("/")[0].removesuffix(".json")] = _read_json(name, files.get(name))
     content["tuning"] = content.pop("tuning_summary")
     content["calibration"] = content.pop("calibration_summary")
     content["promotion"] = content["promotion"] or _promotion_from_tags(run.data.tags)
     return content
 
 
-def _download(client, run_id: str, root: Path) -> dict[str, Path]:
-    wanted = {"summary.txt", *_JSON_ARTIFACTS}
-    files: dict[str, Path] = {}
-    for folder in (None, "plots", "promotion"):
-        for item in client.list_artifacts(run_id, folder):
-            if item.is_dir:
-                continue
-            if item.path in wanted or (item.path.startswith("plots/")
-                                       and item.path.endswith(".png")):
-                files[item.path] = Path(client.download_artifacts(run_id, item.path, str(root)))
-    return files
+def _wanted(path: str) -> bool:
+    return (path == "summary.txt" or path in _JSON_ARTIFACTS
+            or (path.startswith("plots/") and path.endswith(".png")))
 
 
-def _read_text(path: Path | None) -> str | None:
-    return path.read_text() if path is not None else None
+def _read_text(data: bytes | None) -> str | None:
+    return data.decode() if data is not None else None
 
 
-def _read_json(path: Path | None) -> Any:
-    if path is None:
+def _read_json(name: str, data: bytes | None) -> Any:
+    if data is None:
         return None
     try:
-        return json.loads(path.read_text())
+        return json.loads(data)
     except ValueError:
-        logger.warning("report: %s is not valid JSON; left out", path.name)
+        logger.warning("report: %s is not valid JSON; left out", name)
         return None
 
 
@@ -128,18 +108,15 @@ def _when(millis: int | None) -> str | None:
         "%Y-%m-%d %H:%M:%S UTC")
 
 
-def _metric_rows(client, run_id: str, metrics: Mapping[str, float]) -> list[dict[str, Any]]:
+def _metric_rows(metrics: Mapping[str, float],
+                 folds: Mapping[str, Mapping[int, float]]) -> list[dict[str, Any]]:
     """Validation metrics with their per-fold values (logged as ``<name>_fold`` steps)."""
     rows = []
     for name in sorted(metrics):
-        if "/" in name or name.endswith(("_std", "_fold")):
+        if "/" in name or name.endswith(("_std", FOLD_SUFFIX)):
             continue  # timings, tuning and calibration have their own sections
-        folds = []
-        if f"{name}_fold" in metrics:
-            history = client.get_metric_history(run_id, f"{name}_fold")
-            folds = [m.value for m in sorted(history, key=lambda m: m.step)]
         rows.append({"name": name, "value": metrics[name], "std": metrics.get(f"{name}_std"),
-                     "folds": folds})
+                     "folds": list(folds.get(f"{name}{FOLD_SUFFIX}", {}).values())})
     return rows
 
 

@@ -27,15 +27,13 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from orchestrator.errors import PinnedVersionUnavailableError, ReproductionError, TrackingError
 from orchestrator.redaction import REDACTED
-from orchestrator.tracking.uri import tracking_errors
+from orchestrator.tracking.run_reader import read_run
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +55,7 @@ __all__ = [
 
 REPRODUCTION_TAG = "orchestrator.reproduction_of"
 CONFIG_ARTIFACT = "config/resolved_config.yaml"
+_LINEAGE_ARTIFACT = "lineage.json"
 #: The default relative tolerance of a run that is not deterministic given its seeds
 #: (threads or parallel tuning trials add floating point in a varying order).
 RELATIVE_TOLERANCE = 1e-9
@@ -97,34 +96,23 @@ def read_logged_run(client, run_id: str) -> dict[str, Any]:
     """
     import yaml
 
-    errors = tracking_errors()
+    logged = read_run(client, run_id, folders=(None, "config"),
+                      wanted=lambda path: path in (CONFIG_ARTIFACT, _LINEAGE_ARTIFACT))
+    run, files = logged.run, logged.artifacts
     try:
-        run = client.get_run(run_id)
-    except errors as exc:
-        raise TrackingError(f"run {run_id!r} not found or not readable: {exc}") from exc
-    try:
-        with tempfile.TemporaryDirectory(prefix="orchestrator-run-") as tmp:
-            logged = {str(item.path) for folder in (None, "config")
-                      for item in client.list_artifacts(run_id, folder) if not item.is_dir}
-            config = lineage = None
-            if CONFIG_ARTIFACT in logged:
-                text = Path(client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)).read_text()
-                config = yaml.safe_load(text)
-            if "lineage.json" in logged:
-                lineage = json.loads(Path(client.download_artifacts(run_id, "lineage.json",
-                                                                    tmp)).read_text())
-        metrics: dict[str, float] = {}
-        for name, value in run.data.metrics.items():
-            if name.endswith("_fold"):
-                history = sorted(client.get_metric_history(run_id, name), key=lambda m: m.step)
-                metrics.update({f"{name}[{m.step}]": m.value for m in history})
-            else:
-                metrics[name] = value
-    except errors as exc:
-        raise TrackingError(f"reading what run {run_id} logged failed: {exc}") from exc
-    except ValueError as exc:  # yaml.YAMLError and json errors are ValueErrors or close
+        config = (yaml.safe_load(files[CONFIG_ARTIFACT].decode()) if CONFIG_ARTIFACT in files
+                  else None)
+        lineage = (json.loads(files[_LINEAGE_ARTIFACT]) if _LINEAGE_ARTIFACT in files
+                   else None)
+    except (ValueError, yaml.YAMLError) as exc:
         raise TrackingError(f"run {run_id}: a logged config or lineage file is unreadable: "
                             f"{exc}") from exc
+    metrics: dict[str, float] = {}
+    for name, value in run.data.metrics.items():
+        if name in logged.folds:
+            metrics.update({f"{name}[{step}]": v for step, v in logged.folds[name].items()})
+        else:
+            metrics[name] = value
     return {"run_id": run_id, "config": config, "lineage": lineage,
             "params": dict(run.data.params), "tags": dict(run.data.tags), "metrics": metrics}
 
