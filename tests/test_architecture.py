@@ -57,13 +57,39 @@ def test_every_exception_class_is_in_errors_all():
         assert issubclass(getattr(errors, name), errors.OrchestratorError)
 
 
-def test_layout_has_the_documented_rooms():
+def _documented_layout() -> set[str]:
+    """Module paths (``tuning/space.py``, ``workflow.py``) in README's Layout tree, where a
+    ``folder/`` line at two spaces holds the ``name.py`` lines indented below it."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    tree = section.split("```text\n", 1)[1].split("```", 1)[0]
+    documented, folder = set(), None
+    for line in tree.splitlines():
+        indent, name = len(line) - len(line.lstrip()), (line.split() or [""])[0]
+        if indent == 2 and name.endswith("/"):
+            folder = name
+        elif indent == 2 and name.endswith(".py"):
+            documented.add(name)
+        elif indent == 4 and name.endswith(".py") and folder is not None:
+            documented.add(folder + name)
+    return documented
+
+
+def test_layout_names_every_module_in_its_folder():
     rooms = {p.name for p in (REPO / "orchestrator").iterdir() if p.is_dir()
              and (p / "__init__.py").exists()}
     assert {"specs", "io", "steps", "tuning", "tracking", "entrypoints", "cluster"} <= rooms
-    readme = (REPO / "README.md").read_text()
-    for room in ("specs/", "io/", "steps/", "tuning/", "tracking/", "entrypoints/", "cluster/"):
-        assert room in readme, f"README's Layout section does not mention {room}"
+    root = REPO / "orchestrator"
+    modules = {path.relative_to(root).as_posix() for path in root.rglob("*.py")
+               if "__pycache__" not in path.parts
+               and not (path.name == "__init__.py" and path.parent != root)}
+    documented = _documented_layout()
+    folders = {m.rpartition("/")[0] + "/" for m in documented}
+    assert sorted(f"{room}/" for room in rooms if f"{room}/" not in folders) == [], \
+        "README's Layout section has no modules under these folders"
+    assert sorted(modules - documented) == [], (
+        "README's Layout section does not name these modules (one line each, under their "
+        "folder)")
 
 
 # ---- other libraries' internals, each used in exactly one module of ours
