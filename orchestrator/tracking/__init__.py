@@ -2,8 +2,10 @@
 
 uri.py (where runs go, a bounded reachability check), params.py (params and
 metrics as MLflow takes them), model_logging.py (skops model, signature,
-registry), lineage.py (Delta inputs), plots.py (the run's plots) and run.py
-(start, log, end; child runs). This module re-exports what callers use.
+registry), lineage.py (Delta inputs), plots.py (the run's plots), run.py
+(start, log, end; child runs), run_reader.py (a finished run read back, for
+report.py and reproduce.py) and promotion.py (the promotion gate). This
+module re-exports what callers use.
 
 Probabilities through pyfunc: the model is logged with
 ``pyfunc_predict_fn="predict"``, so ``pyfunc.predict`` returns the same labels
