@@ -70,6 +70,7 @@ from orchestrator.io.delta import (
     spark_error_message,
     spark_errors,
 )
+from orchestrator.io.progress import spark_progress
 from orchestrator.specs.source import TableSource
 
 logger = logging.getLogger(__name__)
@@ -553,10 +554,12 @@ def _score(spark, model: ScoringModel, source: TableSource, target: TableSource,
                 model.pinned_uri, target.location)
     for attempt in (1, 2):
         try:
-            if target.path is not None:
-                writer.save(target.path)
-            else:
-                writer.saveAsTable(target.table)
+            # The model runs on every row here, in one action: on a large table, minutes.
+            with spark_progress(spark, f"scoring {source.location}"):
+                if target.path is not None:
+                    writer.save(target.path)
+                else:
+                    writer.saveAsTable(target.table)
             break
         except spark_errors() as exc:
             # Another job committed first (e.g. the same input and model scored at the same

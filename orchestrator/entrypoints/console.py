@@ -47,7 +47,9 @@ class ConsoleFilter(logging.Filter):
     True
     """
 
-    PROGRESS_PREFIXES = ("Tuning: %d/%d trials done", "Progress: %d/%d")
+    # Spark actions' lines (orchestrator.io.progress) come every 10 s; these keep them too.
+    PROGRESS_PREFIXES = ("Tuning: %d/%d trials done", "Progress: %d/%d",
+                         "Progress: %s still running")
 
     def __init__(self, *, progress_every_s: float = 5.0, clock=time.monotonic):
         super().__init__()

@@ -53,6 +53,7 @@ from orchestrator.io.delta import (
     spark_error_message,
     spark_errors,
 )
+from orchestrator.io.progress import spark_progress
 from orchestrator.io.sizing import (
     available_memory_bytes,
     default_max_driver_bytes,
@@ -646,7 +647,9 @@ def build_training_set(spark, spec: FeatureStoreSpec, *,
         joined = _databricks_training_set(spec, labels)
     else:
         joined = _spark_training_set(spec, labels, plans)
-    table = _collect(joined, [*collected, *flags], order, WHERE)
+    # The join runs here, in one action: on a large label table, minutes.
+    with spark_progress(spark, f"point-in-time join of {label_rows:,} label rows"):
+        table = _collect(joined, [*collected, *flags], order, WHERE)
 
     matched = {flag: int(table.column(flag).to_numpy(zero_copy_only=False).sum())
                for flag in flags}
