@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--remote", help="Spark Connect URL for a new session instead of a "
                       "master: sc://host:15002 or local[2] (default: $SPARK_REMOTE)")
     _add_trust_commands(commands)
-    for name in ("run", "score", "demo-data"):
+    for name in ("run", "score", "demo-data", "reproduce"):
         _add_console_arguments(commands.choices[name])
     _document_commands(commands)
     return parser
@@ -274,7 +274,11 @@ def _add_trust_commands(commands) -> None:
     reproduce.add_argument("--output-dir", help="where plots and artifacts go (default: the "
                            "logged config's output_dir)")
     reproduce.add_argument("--master", help="Spark master for a new session (default: the "
-                           "logged config's spark.master, $SPARK_MASTER, or local[*])")
+                           "logged config's spark.master, $SPARK_MASTER, or local[*]); ignored "
+                           "when a session is active, as on Databricks")
+    reproduce.add_argument("--remote", help="Spark Connect URL for a new session instead of a "
+                           "master: sc://host:15002 or local[2] (default: the logged config's "
+                           "spark.remote or $SPARK_REMOTE)")
 
     compare = commands.add_parser(
         "compare", help="show how two tracked runs differ",
@@ -303,12 +307,13 @@ def command_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def command_reproduce(args: argparse.Namespace) -> int:
+def command_reproduce(args: argparse.Namespace, session_options: dict | None = None) -> int:
     from orchestrator.entrypoints.reproduction import reproduce_run
 
     outcome = reproduce_run(
         args.run_id, tracking_uri=args.tracking_uri, tolerance=args.tolerance,
-        output_dir=args.output_dir, master=args.master,
+        output_dir=args.output_dir, master=args.master, remote=args.remote,
+        session_options=session_options,
         on_session=None if logger.isEnabledFor(logging.DEBUG) else _quiet_spark)
     print(outcome["text"])
     return EXIT_OK if outcome["agree"] else EXIT_FAILED
@@ -444,6 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from orchestrator.entrypoints.console import setup_console
 
     setup_console(args.log_level, verbose=args.verbose)
+    if args.command == "reproduce":  # a whole training run: quiet console, log file, jars cached
+        return _guarded(lambda: _logged(args, lambda options: command_reproduce(args, options)))
     if args.command in _TRUST_COMMANDS:
         return _guarded(lambda: _TRUST_COMMANDS[args.command](args))
     if args.command == "validate":
@@ -480,7 +487,8 @@ def _add_console_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 _LOG_DIR_DEFAULTS = {"run": "<output dir>/logs", "score": "./orchestrator-logs",
-                     "demo-data": "<--output>/_logs"}
+                     "demo-data": "<--output>/_logs",
+                     "reproduce": "<--output-dir>/logs, else ./orchestrator-logs"}
 
 _EXIT_CODES = """EXIT STATUS
   0    success
@@ -510,7 +518,8 @@ _EXAMPLES = {
     "report": """  orchestrator report 3f2a9c... -o churn-report.html
       Write the HTML report of a tracked run from the default MLflow store.""",
     "reproduce": """  orchestrator reproduce 3f2a9c... --tracking-uri sqlite:///mlruns/mlflow.db
-      Re-run the run pinned to the Delta versions it read; exit 1 on any disagreement.""",
+      Re-run the run pinned to the Delta versions it read; exit 1 on any disagreement.
+      As with run, the last line names the log file holding Spark's output.""",
     "compare": """  orchestrator compare 3f2a9c... 8b1d0e... --json
       The differences in specs, data versions, libraries and metrics, as JSON.""",
 }
@@ -531,6 +540,8 @@ def _log_dir(args: argparse.Namespace) -> str:
         return args.log_dir
     if args.command == "demo-data":
         return os.path.join(args.output, "_logs")
+    if args.command == "reproduce" and args.output_dir:
+        return os.path.join(os.path.expanduser(args.output_dir), "logs")
     if args.command == "run":
         from orchestrator.config import load_config
 

@@ -21,7 +21,7 @@ __all__ = ["reproduce_run"]
 
 def reproduce_run(run_id: str, *, tracking_uri: str | None = None,
                   tolerance: float | None = None, output_dir: str | None = None,
-                  spark: Any = None, master: str | None = None,
+                  spark: Any = None, master: str | None = None, remote: str | None = None,
                   session_options: Mapping[str, Any] | None = None,
                   on_session: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Re-run ``run_id`` pinned to the Delta versions it read and compare its metrics.
@@ -41,8 +41,10 @@ def reproduce_run(run_id: str, *, tracking_uri: str | None = None,
         Overrides the logged config's ``output_dir``.
     spark : SparkSession, optional
         Use this session (else the active one, or a new one as ``run`` would).
-    master, session_options, on_session
-        As for :func:`~orchestrator.entrypoints.training.run_config`.
+    master, remote, session_options, on_session
+        As for :func:`~orchestrator.entrypoints.training.run_config`: a new
+        session is started as ``orchestrator run`` would start it (the CLI's log
+        file and cached Delta jars come in ``session_options``).
 
     Returns
     -------
@@ -69,11 +71,7 @@ def reproduce_run(run_id: str, *, tracking_uri: str | None = None,
     import yaml
 
     from orchestrator.config import load_config
-    from orchestrator.entrypoints.training import (
-        _LOCAL_WAREHOUSE,
-        run_config,
-        validate_job,
-    )
+    from orchestrator.entrypoints.training import run_config, start_session, validate_job
     from orchestrator.errors import ReproductionError, SpecError
     from orchestrator.specs.model import estimator_param_names
     from orchestrator.tracking import default_tracking_uri
@@ -115,19 +113,17 @@ def reproduce_run(run_id: str, *, tracking_uri: str | None = None,
         else:
             reason = "given"
         if pins and spark is None:
-            from orchestrator.io.session import get_spark
-
-            spark = get_spark("orchestrator-reproduce", master=master or job.spark_master,
-                              conf={**_LOCAL_WAREHOUSE, **job.spark_conf},
-                              **(session_options or {}))
-            if on_session is not None:
-                on_session(spark)
+            spark = start_session(job, "orchestrator-reproduce", master=master, remote=remote,
+                                  session_options=session_options, on_session=on_session)
         if pins:
             check_versions_readable(spark, pins)
         logger.info("reproducing run %s pinned to %s", run_id,
                     ", ".join(f"{p['location']}@{p['version']}" for p in pins) or "no tables")
-        results = run_config(str(path), spark=spark, output_dir=output_dir and
-                             os.path.expanduser(output_dir))
+        # Without pins (X given in code, no tables) the job may still tune on Spark: run_config
+        # starts that session the same way.
+        results = run_config(str(path), spark=spark, master=master, remote=remote,
+                             output_dir=output_dir and os.path.expanduser(output_dir),
+                             session_options=session_options, on_session=on_session)
     new_run_id = results.mlflow_run_id
     if not new_run_id:
         raise ReproductionError(f"the reproduction of run {run_id} was not tracked, so its "

@@ -63,24 +63,37 @@ def run_config(config_path: str, *, spark: Any = None, master: str | None = None
 
         bound_mlflow_requests(specs.mlflow.timeout_s)
     if spark is None and (config.needs_spark() or config.resolved.get("tuning")):
-        from orchestrator.entrypoints.process import workers_use_this_interpreter
-        from orchestrator.io.session import choose_remote, get_spark
-
-        if not master and not remote:
-            master, remote = config.spark_master, config.spark_remote
-        remote = choose_remote(remote, master, os.environ)
-        workers_use_this_interpreter(remote)
-        # A remote Connect server keeps its own static settings, such as the warehouse.
-        conf = config.spark_conf if remote and remote.startswith("sc://") else {
-            **_LOCAL_WAREHOUSE, **config.spark_conf}
-        spark = get_spark("orchestrator-train", master=master, remote=remote, conf=conf,
-                          **(session_options or {}))
-        if on_session is not None:
-            on_session(spark)
+        spark = start_session(config, "orchestrator-train", master=master, remote=remote,
+                              session_options=session_options, on_session=on_session)
     kwargs = dict(config.workflow_kwargs)
     if output_dir:
         kwargs["output_dir"] = os.path.expanduser(output_dir)
     return run_ml_workflow(**kwargs, spark=spark, resolved_config=dict(config.resolved))
+
+
+def start_session(config, app_name: str, *, master: str | None = None,
+                  remote: str | None = None, session_options: Mapping[str, Any] | None = None,
+                  on_session: Callable[[Any], None] | None = None):
+    """The session a job's config asks for: ``run`` and ``reproduce`` start theirs alike.
+
+    ``master`` or ``remote`` override the config's ``spark.master``/``spark.remote``
+    (with neither, the config's, then ``$SPARK_REMOTE``); see :func:`run_config`.
+    """
+    from orchestrator.entrypoints.process import workers_use_this_interpreter
+    from orchestrator.io.session import choose_remote, get_spark
+
+    if not master and not remote:
+        master, remote = config.spark_master, config.spark_remote
+    remote = choose_remote(remote, master, os.environ)
+    workers_use_this_interpreter(remote)
+    # A remote Connect server keeps its own static settings, such as the warehouse.
+    conf = config.spark_conf if remote and remote.startswith("sc://") else {
+        **_LOCAL_WAREHOUSE, **config.spark_conf}
+    spark = get_spark(app_name, master=master, remote=remote, conf=conf,
+                      **(session_options or {}))
+    if on_session is not None:
+        on_session(spark)
+    return spark
 
 
 def validate_job(config):
