@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -107,12 +108,13 @@ def test_reproduce_goes_through_the_quiet_console_and_its_log_file_like_run(
     seen = {}
 
     def reproduce_run(run_id, **kwargs):
-        seen.update(kwargs)
+        seen.update(kwargs, progress_bars=os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"))
         logging.getLogger("orchestrator.entrypoints.reproduction").info("reproducing run %s",
                                                                         run_id)
         return {"text": "every metric agrees", "agree": True}
 
     monkeypatch.setattr(reproduction, "reproduce_run", reproduce_run)
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
     code = main(["reproduce", "3f2a", "--remote", "sc://cluster:15002",
                  "--log-dir", str(tmp_path / "logs"), *(["--verbose"] if verbose else [])])
     captured = capsys.readouterr()
@@ -123,12 +125,14 @@ def test_reproduce_goes_through_the_quiet_console_and_its_log_file_like_run(
     last = captured.out.rstrip().splitlines()[-1]
     if verbose:
         assert "jvm_log_path" not in seen["session_options"] and last == "every metric agrees"
+        assert seen["progress_bars"] is None
         assert not (tmp_path / "logs").exists()
         return
     log = Path(seen["session_options"]["jvm_log_path"])
     assert log.parent == tmp_path / "logs" and log.name.startswith("reproduce-")
     assert last == f"log: {log} (every log line and Spark's output)"
     assert "reproducing run 3f2a" in log.read_text()
+    assert seen["progress_bars"] == "false"  # MLflow's download bars stay off the console
 
 
 @pytest.mark.spark

@@ -561,6 +561,9 @@ def _logged(args: argparse.Namespace, command) -> int:
     options = {"jars_cache_dir": console.jars_cache_dir()}
     if args.verbose:
         return command(options)
+    # MLflow draws a progress bar for every artifact it downloads (a run's config, a model):
+    # console noise that no log file keeps. The user's own setting wins.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     log_path = console.attach_log_file(console.default_log_path(_log_dir(args), args.command))
     options["jvm_log_path"] = log_path
     try:
