@@ -139,12 +139,15 @@ def _sleep(shared, seconds):
     return seconds
 
 
-def test_runner_runs_tasks_on_executors_with_data_staged_once(connect_spark, data):
-    with ConnectTaskRunner(connect_spark, data, parallelism=2) as runner:
+@pytest.mark.parametrize("dispatch", ["slots", "jobs"])
+def test_runner_runs_tasks_on_executors_with_data_staged_once(connect_spark, data, dispatch):
+    with ConnectTaskRunner(connect_spark, data, parallelism=2, dispatch=dispatch) as runner:
+        assert runner.slots_in_use == (dispatch == "slots")
         staged = Path(runner._data_path.removeprefix("file://"))
         assert staged.is_dir() and list(staged.glob("*.parquet"))
         results = runner.map(_rows_and_pid, [1, 2, "boom", 4])
     assert not staged.exists()  # cleaned up on close
+    assert not Path(f"{staged}_slots").exists()
     ok = [r for r in results if r.status == TASK_OK]
     assert len(ok) == 3, [(r.status, r.error, r.traceback) for r in results]
     assert [r.value[:2] for r in ok] == [(200, 1), (200, 2), (200, 4)]
@@ -169,8 +172,9 @@ def test_run_on_cluster_returns_values_in_order_and_raises_the_first_failure(con
     assert "Traceback" in info.value.remote_traceback
 
 
-def test_cancel_interrupts_running_tasks_quickly(connect_spark, data):
-    with ConnectTaskRunner(connect_spark, data, parallelism=2) as runner:
+@pytest.mark.parametrize("dispatch", ["slots", "jobs"])
+def test_cancel_interrupts_running_tasks_quickly(connect_spark, data, dispatch):
+    with ConnectTaskRunner(connect_spark, data, parallelism=2, dispatch=dispatch) as runner:
         runner.map(_sleep, [0, 0])  # warm workers, so the sleeps below are running
         futures = [runner.submit(_sleep, 120) for _ in range(2)]
         time.sleep(5)
@@ -180,6 +184,42 @@ def test_cancel_interrupts_running_tasks_quickly(connect_spark, data):
         waited = time.monotonic() - started
     assert [r.status for r in results] == [TASK_CANCELLED, TASK_CANCELLED]
     assert waited < 60
+
+
+def _kill_own_worker(shared, arg):
+    import signal
+
+    if arg == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(arg)
+    return os.getpid()
+
+
+def test_a_dead_worker_fails_only_its_task_and_its_slot_starts_again(connect_spark, data):
+    with ConnectTaskRunner(connect_spark, data, parallelism=2, dispatch="slots") as runner:
+        runner.map(_sleep, [0, 0])
+        dead, innocent = runner.map(_kill_own_worker, ["die", 3])
+        after = runner.map(_kill_own_worker, [0.5, 0.5])
+        assert runner.slots_in_use
+    assert dead.status == TASK_FAILED and "Python worker exited unexpectedly" in dead.error
+    assert innocent.status == TASK_OK  # the other slot's task is not its victim
+    assert [r.status for r in after] == [TASK_OK, TASK_OK]
+
+
+class _ElsewhereRunner(ConnectTaskRunner):
+    """Executors that see the staged data but not the slots' directory (another file system)."""
+
+    def _executor_path(self, path):
+        view = super()._executor_path(path)
+        return view.replace("_slots", "_nowhere") if view.endswith("_slots") else view
+
+
+def test_slots_the_executors_cannot_see_fall_back_to_a_job_per_task(connect_spark, data):
+    with _ElsewhereRunner(connect_spark, data, parallelism=2, dispatch="slots") as runner:
+        results = runner.map(_rows_and_pid, [1, 2, 3])
+        assert not runner.slots_in_use
+    assert [(r.status, r.value[:2]) for r in results] == [
+        (TASK_OK, (200, 1)), (TASK_OK, (200, 2)), (TASK_OK, (200, 3))]
 
 
 def test_a_cluster_master_needs_a_staging_dir():

@@ -1,13 +1,24 @@
 """Run Python tasks on Spark's executors with DataFrame APIs only (works on Spark Connect).
 
 :class:`ConnectTaskRunner` runs picklable tasks ``fn(shared, arg)`` on executors,
-at most ``parallelism`` at a time, each as its own one-row ``mapInPandas`` job
-started from a driver thread, so a caller that decides its next task from the
-results so far (hyperopt's TPE, optuna's ask/tell, cross-validation folds) can
-submit tasks one by one as results arrive. It uses nothing a Spark Connect
+at most ``parallelism`` at a time, so a caller that decides its next task from
+the results so far (hyperopt's TPE, optuna's ask/tell, cross-validation folds)
+can submit tasks one by one as results arrive. It uses nothing a Spark Connect
 session lacks: no SparkContext, no RDDs, no broadcast; jobs carry a tag
 (``spark.addTag``) so :meth:`ConnectTaskRunner.cancel` stops the running ones
 with ``spark.interruptTag``. It works the same on a classic session.
+
+How tasks reach the executors
+-----------------------------
+* **Task slots** (when the driver can write the staging directory: local
+  masters, a Unity Catalog Volume on a Databricks driver): ``parallelism``
+  long-lived one-task jobs each take their tasks as files from a directory
+  beside the staged data (:mod:`orchestrator.cluster.slots`). A task then costs
+  a file write and a poll, not a Spark job (a Connect round trip plus
+  scheduling, 0.1-0.3 s on a small machine).
+* **One job per task** (a thin client whose file system the cluster does not
+  share, or slots the executors cannot see): each task is a one-row
+  ``mapInPandas`` job started from a driver thread.
 
 How the shared data travels
 ---------------------------
@@ -46,7 +57,6 @@ environment dependency).
 from __future__ import annotations
 
 import functools
-import io
 import logging
 import os
 import pickle
@@ -56,37 +66,42 @@ import threading
 import time
 import traceback
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.cluster.executor import (
+    TASK_CANCELLED,
+    TASK_FAILED,
+    TASK_OK,
+    delete_staged_batches,
+    run_task_batches,
+)
+from orchestrator.cluster.slots import SlotPool
 from orchestrator.errors import ClusterTaskError
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DISPATCH_MODES",
     "TASK_CANCELLED",
     "TASK_FAILED",
     "TASK_OK",
     "ConnectTaskRunner",
     "TaskResult",
+    "choose_dispatch",
     "is_connect_session",
     "local_path_view",
     "run_on_cluster",
 ]
 
-TASK_OK = "ok"
-TASK_FAILED = "fail"
-TASK_CANCELLED = "cancelled"
-
 #: Bytes per row of the staged data (Arrow batches and gRPC messages stay small).
 CHUNK_BYTES = 4 * 1024 * 1024
 #: Chunks per Spark write of the staged data (each write is one client request).
 CHUNKS_PER_WRITE = 4
-#: Runs whose shared data a Python worker keeps in memory (the newest ones).
-WORKER_CACHE_RUNS = 2
+
+DISPATCH_MODES = ("auto", "slots", "jobs")
 
 _TASK_COLUMNS = (("task_id", "long"), ("payload", "binary"))
 _RESULT_COLUMNS = (("task_id", "long"), ("status", "string"), ("result", "binary"),
@@ -125,7 +140,8 @@ class TaskResult:
     duration_s : float or None
         ``fn``'s own time on the executor.
     wall_s : float
-        Submission to result on the driver.
+        On the driver, from the task's start (its job started, or a slot was
+        given it) to its result.
     load_s : float or None
         Time this task spent reading the shared data (0 when the worker had it).
     worker_pid : int or None
@@ -202,12 +218,21 @@ class ConnectTaskRunner:
     shared : object
         Picklable data every task receives as its first argument (the training rows).
     parallelism : int
-        Tasks (Spark jobs of one task each) running at once.
+        Tasks running at once (task slots, or one-task jobs).
     staging_dir : str, optional
         Where the shared data is written for the executors (see the module
         docstring). Default: a new temporary directory, on local masters only.
     run_id : str, optional
         Names this run's staged data and job tag; default a random id.
+    dispatch : {"auto", "slots", "jobs"}
+        How tasks reach the executors. ``slots``: ``parallelism`` long-lived
+        one-task jobs take tasks as files from a directory beside the staged
+        data (:mod:`orchestrator.cluster.slots`; a task then costs no Spark job);
+        the driver must be able to write the staging directory. ``jobs``: a
+        one-row ``mapInPandas`` job per task (works from a thin client with no
+        file system in common with the cluster). ``auto`` (default): slots when
+        the driver sees the staging directory, else jobs; also jobs when the
+        executors turn out not to see the slots' directory.
 
     Raises
     ------
@@ -223,7 +248,11 @@ class ConnectTaskRunner:
     """
 
     def __init__(self, session, shared: Any, *, parallelism: int,
-                 staging_dir: str | None = None, run_id: str | None = None):
+                 staging_dir: str | None = None, run_id: str | None = None,
+                 dispatch: str = "auto"):
+        if dispatch not in DISPATCH_MODES:
+            raise ClusterTaskError(f"dispatch must be one of {', '.join(DISPATCH_MODES)}, "
+                                   f"got {dispatch!r}")
         self.session = session
         self.shared = shared
         self.parallelism = max(1, int(parallelism))
@@ -236,6 +265,8 @@ class ConnectTaskRunner:
         self._cancelled = False
         self._data_path: str | None = None
         self._owned_dir: str | None = None
+        self._slots: SlotPool | None = None
+        self.dispatch = dispatch
         self.stage_s: float | None = None
 
     # ---- lifecycle
@@ -258,9 +289,22 @@ class ConnectTaskRunner:
         self._result_schema = _struct(_RESULT_COLUMNS)
         self._pool = ThreadPoolExecutor(max_workers=self.parallelism,
                                         thread_name_prefix="cluster-task")
+        directory = self._data_path + "_slots"
+        if choose_dispatch(self.dispatch, os.path.isdir(local_path_view(self._data_path))) \
+                == "slots":
+            self._slots = SlotPool(
+                self.session, slots=self.parallelism, directory=local_path_view(directory),
+                executor_directory=self._executor_path(directory),
+                data_path=self._executor_path(self._data_path), run_id=self.run_id,
+                tag=self.tag, make_result=_task_result)
+            self._slots.start(handoff=self._submit_job)
+        logger.debug("Tasks of run %s go to executors as %s", self.run_id,
+                     "files to long-lived task slots" if self._slots else "one job each")
 
     def close(self) -> None:
         """Cancel what still runs, wait for the driver threads, delete the staged data."""
+        if self._slots is not None:
+            self._slots.close()
         if self._pool is not None:
             if self._cancelled:
                 self._interrupt()
@@ -274,6 +318,8 @@ class ConnectTaskRunner:
         """Stop every running task of this run (their results say cancelled); start no more."""
         with self._lock:
             self._cancelled = True
+        if self._slots is not None:
+            self._slots.cancel()
         self._interrupt()
 
     @property
@@ -297,7 +343,21 @@ class ConnectTaskRunner:
             task_id = self._next_id
             self._next_id += 1
         payload = cloudpickle.dumps((fn, arg))
+        if self._slots is not None:
+            return self._slots.submit(task_id, payload)
+        return self._submit_job(task_id, payload)
+
+    @property
+    def slots_in_use(self) -> bool:
+        """True while tasks go to long-lived task slots rather than one job each."""
+        return self._slots is not None and not self._slots.unreachable
+
+    def _submit_job(self, task_id: int, payload: bytes) -> Future:
         return self._pool.submit(self._run_one, task_id, payload)
+
+    def _executor_path(self, path: str) -> str:
+        """A path under the staging directory as the executors' Python sees it."""
+        return local_path_view(path)
 
     def map(self, fn: Callable[[Any, Any], Any], args: Iterable[Any], *,
             on_result: Callable[[TaskResult], None] | None = None) -> list[TaskResult]:
@@ -319,7 +379,8 @@ class ConnectTaskRunner:
         started = time.perf_counter()
         if self._cancelled:
             return TaskResult(task_id, TASK_CANCELLED, error="cancelled before it started")
-        task = functools.partial(run_task_batches, local_path_view(self._data_path), self.run_id)
+        task = functools.partial(run_task_batches, self._executor_path(self._data_path),
+                                 self.run_id)
         self.session.addTag(self.tag)
         try:
             frame = self.session.createDataFrame(
@@ -332,13 +393,7 @@ class ConnectTaskRunner:
                               wall_s=time.perf_counter() - started)
         finally:
             self.session.removeTag(self.tag)
-        row = rows[0]
-        value = pickle.loads(row["result"]) if row["status"] == TASK_OK else None
-        return TaskResult(task_id, row["status"], value=value, error=row["error"],
-                          traceback=row["traceback"], started_ms=row["started_ms"],
-                          ended_ms=row["ended_ms"], duration_s=row["duration_s"],
-                          wall_s=time.perf_counter() - started, load_s=row["load_s"],
-                          worker_pid=row["worker_pid"])
+        return _task_result(rows[0].asDict(), time.perf_counter() - started)
 
     def _interrupt(self) -> None:
         try:
@@ -448,66 +503,27 @@ def run_on_cluster(session, task_fn: Callable[[Any, Any], Any], task_args_list: 
             raise
 
 
-# ---------------------------------------------------------------- executor side
+def choose_dispatch(dispatch: str, driver_sees_staging_dir: bool) -> str:
+    """``slots`` or ``jobs`` for a runner's ``dispatch`` setting.
 
-#: Per worker process: run id -> shared data, newest last (at most WORKER_CACHE_RUNS).
-_WORKER_SHARED: OrderedDict[str, Any] = OrderedDict()
-
-
-def load_shared(path: str, run_id: str) -> tuple[Any, float]:
-    """The run's shared data in this worker, read from ``path`` the first time; and the load time."""
-    if run_id in _WORKER_SHARED:
-        return _WORKER_SHARED[run_id], 0.0
-    import pyarrow.parquet as pq
-
-    started = time.perf_counter()
-    table = pq.read_table(path, columns=["chunk", "data"]).sort_by("chunk")
-    buffer = io.BytesIO()
-    for chunk in table.column("data").to_pylist():
-        buffer.write(chunk)
-    shared = pickle.loads(buffer.getbuffer())
-    _WORKER_SHARED[run_id] = shared
-    while len(_WORKER_SHARED) > WORKER_CACHE_RUNS:
-        _WORKER_SHARED.popitem(last=False)
-    return shared, time.perf_counter() - started
-
-
-def run_task_batches(path: str, run_id: str, batches: Iterator) -> Iterator:
-    """``mapInPandas`` body: run each task row ``(task_id, payload)``; yield one result row each.
-
-    An exception of the task is a result (status fail), never a task failure
-    Spark would retry.
+    Examples
+    --------
+    >>> choose_dispatch("auto", True), choose_dispatch("auto", False), choose_dispatch("jobs", True)
+    ('slots', 'jobs', 'jobs')
     """
-    import pandas as pd
-
-    for batch in batches:
-        for task_id, payload in zip(batch["task_id"], batch["payload"]):
-            started_ms = int(time.time() * 1000)
-            started = time.perf_counter()
-            load_s = None
-            try:
-                shared, load_s = load_shared(path, run_id)
-                fn, arg = pickle.loads(payload)
-                began = time.perf_counter()
-                value = fn(shared, arg)
-                duration = time.perf_counter() - began
-                result, status, error, trace = pickle.dumps(value), TASK_OK, None, None
-            except Exception as exc:  # noqa: BLE001 - reported to the driver as a failed task
-                duration = time.perf_counter() - started
-                result, status = None, TASK_FAILED
-                error, trace = f"{type(exc).__name__}: {exc}"[:4000], traceback.format_exc()
-            yield pd.DataFrame({
-                "task_id": [int(task_id)], "status": [status], "result": [result],
-                "error": [error], "traceback": [trace], "started_ms": [started_ms],
-                "ended_ms": [int(time.time() * 1000)], "duration_s": [duration],
-                "load_s": [load_s], "worker_pid": [os.getpid()]})
+    if dispatch == "auto":
+        return "slots" if driver_sees_staging_dir else "jobs"
+    return dispatch
 
 
-def delete_staged_batches(path: str, batches: Iterator) -> Iterator:
-    """``mapInPandas`` body of the cleanup job: delete the staged run directory."""
-    for batch in batches:
-        shutil.rmtree(path, ignore_errors=True)
-        yield batch
+def _task_result(row: dict, wall_s: float) -> TaskResult:
+    """A :class:`TaskResult` from an executor's result row (or a driver-made one)."""
+    status = row["status"]
+    value = pickle.loads(row["result"]) if status == TASK_OK else None
+    return TaskResult(row["task_id"], status, value=value, error=row.get("error"),
+                      traceback=row.get("traceback"), started_ms=row.get("started_ms"),
+                      ended_ms=row.get("ended_ms"), duration_s=row.get("duration_s"),
+                      wall_s=wall_s, load_s=row.get("load_s"), worker_pid=row.get("worker_pid"))
 
 
 def _short_error(exc: BaseException) -> str:

@@ -194,8 +194,10 @@ def run_on_cluster_runner(session, pipeline, X, y, spec: TuningSpec, metric, cv,
                     search.tell(handle, record)
                     if record["status"] != TASK_CANCELLED:
                         completed.append((record["status"], record["score"]))
-                if monitor.update(completed) and not runner.cancelled:
-                    runner.cancel()
+                    # One progress report per completed trial, as on the classic backend,
+                    # even when several finish between two polls.
+                    if monitor.update(completed) and not runner.cancelled:
+                        runner.cancel()
         except (KeyboardInterrupt, SystemExit):
             runner.cancel()
             raise
