@@ -143,7 +143,7 @@ table{border-collapse:collapse;font-size:13px}
 td,th{padding:4px 10px;border-bottom:1px solid #e3e7ee;text-align:left;vertical-align:top}
 th{background:#eef2f8}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
-pre{background:#f7f8fa;padding:10px;overflow:auto;font-size:12px;border-radius:6px}
+pre{background:#f7f8fa;padding:10px;overflow:auto;white-space:pre-wrap;font-size:12px;border-radius:6px}
 .badge{display:inline-block;padding:3px 10px;border-radius:12px;font-weight:600;color:#fff}
 .pass{background:#1e8e3e}.reject{background:#c5221f}.none{background:#80868b}
 .warn{color:#b06000}
