@@ -197,6 +197,22 @@ def test_several_lookups_with_renames_and_exclusions(tables, several):
 
 
 @pytest.mark.spark
+def test_the_join_reports_progress_while_it_runs(spark, tables, monkeypatch, caplog):
+    import logging
+
+    import orchestrator.io.feature_store as feature_store
+    from orchestrator.io.progress import spark_progress
+
+    # Lines every 20 ms instead of 10 s, so even this small join logs some.
+    monkeypatch.setattr(feature_store, "spark_progress",
+                        lambda spark, what: spark_progress(spark, what, interval_s=0.02))
+    caplog.set_level(logging.INFO, logger="orchestrator.io.progress")
+    build_training_set(spark, _spec(_pit_raw(tables)), feature_columns=FEATURES)
+    lines = [r.getMessage() for r in caplog.records if r.name == "orchestrator.io.progress"]
+    assert any("point-in-time join of 1,500 label rows" in line for line in lines), lines
+
+
+@pytest.mark.spark
 def test_point_in_time_edge_cases_by_hand(spark, tmp_path):
     t = [BASE + pd.Timedelta(days=d) for d in range(10)]
     features = pd.DataFrame({

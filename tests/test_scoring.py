@@ -162,6 +162,27 @@ def test_scoring_twice_writes_each_row_once_with_the_models_own_predictions(spar
     np.testing.assert_array_equal(merged["income"], merged["income_in"])
 
 
+def test_the_scoring_write_reports_progress_while_it_runs(spark, store, tmp_path, monkeypatch,
+                                                         caplog):
+    import logging
+
+    import orchestrator.scoring as scoring
+    from orchestrator.io.progress import spark_progress
+
+    # Lines every 20 ms instead of 10 s, so even this small write logs some.
+    monkeypatch.setattr(scoring, "spark_progress",
+                        lambda spark, what: spark_progress(spark, what, interval_s=0.02))
+    caplog.set_level(logging.INFO, logger="orchestrator.io.progress")
+    _write_delta(spark, _customers(40, seed=3), tmp_path / "customers")
+    result = scoring.score_table(spark, "models:/churn@champion", str(tmp_path / "customers"),
+                                 str(tmp_path / "predictions"))
+    assert result.rows_written == 40
+    lines = [r.getMessage() for r in caplog.records if r.name == "orchestrator.io.progress"]
+    assert any(f"(scoring {tmp_path / 'customers'})" in line
+               or f"scoring {tmp_path / 'customers'} still running" in line
+               for line in lines), lines
+
+
 def test_a_new_input_version_or_model_version_appends_and_an_old_one_does_not(spark, store,
                                                                                 tmp_path):
     from orchestrator.scoring import score_table
