@@ -20,7 +20,7 @@ LOWEST_VENV=.venv-lowest
 LOWEST_PYTHON=${LOWEST_PYTHON:-python3.11}
 RUNTIME_PYTHON=${RUNTIME_PYTHON:-$(ls -d /root/.pyenv/versions/3.13.*/bin/python 2>/dev/null | tail -1 || true)}
 export ORCHESTRATOR_RUNTIME_PYTHON=${RUNTIME_PYTHON:-python3.13}
-FAST_MARKERS="not spark and not mlflow_server and not cluster and not packaging"
+FAST_MARKERS="not spark and not mlflow_server and not cluster and not packaging and not browser"
 
 venv_stamp() {
   echo "$VENV/.installed-$(cat requirements.txt requirements-dev.txt constraints.txt setup.py | sha1sum | cut -c1-12)"

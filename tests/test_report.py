@@ -83,6 +83,7 @@ def test_every_tracked_run_logs_a_self_contained_report(tracked_run):
     assert "src='http" not in text and 'src="http' not in text  # nothing fetched
 
 
+@pytest.mark.browser
 def test_report_cli_writes_it_and_chromium_renders_every_image(tracked_run, tmp_path, capsys):
     store, results, _ = tracked_run
     output = tmp_path / "report.html"
