@@ -168,3 +168,46 @@ def test_verbose_shows_everything(small_job):
     assert "orchestrator.workflow: Step 1/8 data_loading: started" in result.stderr
     assert "Using incubator modules" in result.stderr or " WARN " in result.stderr
     assert not result.stdout.rstrip().splitlines()[-1].startswith("log: ")
+
+
+class _SigtermInFinalizer:
+    """Sends SIGTERM from its finalizer and stays there while the handler runs."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 0.2
+        while time.monotonic() < deadline:  # bytecode runs: the handler runs in here
+            pass
+
+
+def test_a_sigterm_landing_in_a_finalizer_still_stops_the_job(capsys):
+    # Python drops an exception raised in a finalizer ("Exception ignored in ..."); py4j
+    # finalizes Java object references on every garbage collection, so a SIGTERM can land
+    # there. It must stop the job right after the finalizer, not be lost.
+    def job() -> int:
+        _SigtermInFinalizer()  # finalized at once, SIGTERM inside
+        time.sleep(10)
+        return 0
+
+    started = time.monotonic()
+    try:
+        exit_code = _guarded(job)
+    except SystemExit as exc:
+        exit_code = exc.code
+    assert exit_code == 143
+    assert time.monotonic() - started < 5
+    assert "Exception ignored" not in capsys.readouterr().err
+
+
+def test_a_sigterm_the_work_outlived_still_gives_its_exit_code(capsys, monkeypatch):
+    from orchestrator.entrypoints import process
+
+    # As if every frame were a finalizer: the stop is deferred past the end of the work.
+    monkeypatch.setattr(process, "in_finalizer", lambda frame: True)
+
+    def job() -> int:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return 0
+
+    assert _guarded(job) == 143
+    assert "stopped by signal 15 (SIGTERM) as the work ended" in capsys.readouterr().err

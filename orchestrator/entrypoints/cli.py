@@ -348,7 +348,12 @@ def _guarded(action) -> int:
     received: list[int] = []
     try:
         with termination_signals_raise() as received:
-            return action()
+            code = action()
+        if received:  # the stop reached no step (it came as the work ended): still say so
+            print(f"error: stopped by signal {received[0]} (SIGTERM) as the work ended",
+                  file=sys.stderr)
+            return 128 + received[0]
+        return code
     except Exception as exc:  # noqa: BLE001 - sorted below
         if received:  # stopped by SIGTERM, whatever the interrupted library made of it
             logger.debug("stopped by signal %s", received[0], exc_info=True)

@@ -38,17 +38,69 @@ def termination_signals_raise() -> Iterator[list[int]]:
     if previous not in (signal.SIG_DFL, None):
         yield received
         return
+    # A SIGTERM that lands in a finalizer is retried on a SIGALRM, if nobody else uses it.
+    previous_alarm = signal.getsignal(signal.SIGALRM)
+    can_defer = previous_alarm in (signal.SIG_DFL, None)
+
+    def stop(frame):
+        if can_defer and in_finalizer(frame):
+            signal.setitimer(signal.ITIMER_REAL, FINALIZER_RETRY_S)
+            return
+        raise SystemExit(128 + received[0])
 
     def on_sigterm(signum, frame):
-        received.append(signum)
-        logger.warning("SIGTERM received; stopping")
-        raise SystemExit(128 + signum)
+        if not received:
+            received.append(signum)
+            logger.warning("SIGTERM received; stopping")
+        stop(frame)
+
+    def on_alarm(signum, frame):
+        if received:
+            stop(frame)
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    if can_defer:
+        signal.signal(signal.SIGALRM, on_alarm)
     try:
         yield received
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        if can_defer:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, signal.SIG_DFL if previous_alarm is None
+                          else previous_alarm)
+
+
+#: How soon a SIGTERM that arrived inside a finalizer is acted on again.
+FINALIZER_RETRY_S = 0.05
+
+
+def in_finalizer(frame) -> bool:
+    """True when ``frame`` runs inside a finalizer (``__del__``, a weakref callback of py4j).
+
+    Python prints and drops an exception raised in a finalizer ("Exception
+    ignored in ..."), so the ``SystemExit`` of a SIGTERM that happened to land
+    there (py4j finalizes a Java object reference on every garbage collection)
+    would be lost and the job would run on.
+
+    Examples
+    --------
+    >>> import sys
+    >>> in_finalizer(sys._getframe())
+    False
+    """
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__":
+            return True
+        module = frame.f_globals.get("__name__", "")
+        if module.startswith("py4j") and code.co_name in (
+                "<lambda>", "_garbage_collect_object", "_garbage_collect_connection"):
+            return True
+        if module == "weakref" and code.co_name == "__call__":  # weakref.finalize
+            return True
+        frame = frame.f_back
+    return False
 
 
 def bound_mlflow_requests(timeout_s: float, environ: Mapping[str, str] | None = None) -> None:
