@@ -78,7 +78,7 @@ from orchestrator.cluster.executor import (
     delete_staged_batches,
     run_task_batches,
 )
-from orchestrator.cluster.slots import SlotPool
+from orchestrator.cluster.slots import SlotPool, interrupt_tag
 from orchestrator.errors import ClusterTaskError
 
 logger = logging.getLogger(__name__)
@@ -319,8 +319,9 @@ class ConnectTaskRunner:
         with self._lock:
             self._cancelled = True
         if self._slots is not None:
-            self._slots.cancel()
-        self._interrupt()
+            self._slots.cancel()  # interrupts the slots' jobs and any sent as jobs (one tag)
+        else:
+            self._interrupt()
 
     @property
     def cancelled(self) -> bool:
@@ -396,10 +397,7 @@ class ConnectTaskRunner:
         return _task_result(rows[0].asDict(), time.perf_counter() - started)
 
     def _interrupt(self) -> None:
-        try:
-            self.session.interruptTag(self.tag)
-        except Exception as exc:  # noqa: BLE001 - best effort: the session may be gone
-            logger.warning("Could not interrupt the tasks tagged %s: %s", self.tag, exc)
+        interrupt_tag(self.session, self.tag)
 
     # ---- staged data
 

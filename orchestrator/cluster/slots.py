@@ -52,7 +52,7 @@ from orchestrator.cluster.executor import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SlotPool"]
+__all__ = ["SlotPool", "interrupt_tag"]
 
 #: The driver's polling interval for results grows from the first to the second.
 RESULT_POLL_S = (0.002, 0.02)
@@ -161,10 +161,7 @@ class SlotPool:
             self._cancelled = True
             self._condition.notify_all()
         self._write_stop()
-        try:
-            self.session.interruptTag(self.tag)
-        except Exception as exc:  # noqa: BLE001 - best effort: the session may be gone
-            logger.warning("Could not interrupt the slots tagged %s: %s", self.tag, exc)
+        interrupt_tag(self.session, self.tag)
 
     def close(self) -> None:
         """Wait for the running tasks, cancel queued ones, end the slots, delete the directory."""
@@ -240,10 +237,7 @@ class SlotPool:
                         self._resolve_without_result(
                             task, TASK_FAILED, f"ClusterTaskError: the dispatcher failed: {exc}")
             self._write_stop()
-            try:
-                self.session.interruptTag(self.tag)
-            except Exception:  # noqa: BLE001 - best effort, the error is logged above
-                pass
+            interrupt_tag(self.session, self.tag)
 
     def _dispatch_until_done(self) -> None:
         pause = RESULT_POLL_S[0]
@@ -387,6 +381,14 @@ class SlotPool:
             write_atomically(os.path.join(self.directory, STOP_FILE), b"")
         except OSError as exc:
             logger.debug("Could not write the stop file in %s: %s", self.directory, exc)
+
+
+def interrupt_tag(session, tag: str) -> None:
+    """Interrupt the session's jobs tagged ``tag``; best effort (the session may be gone)."""
+    try:
+        session.interruptTag(tag)
+    except Exception as exc:  # noqa: BLE001 - a cancel must not raise over the run's own outcome
+        logger.warning("Could not interrupt the tasks tagged %s: %s", tag, exc)
 
 
 def _short_error(exc: BaseException | None) -> str:
