@@ -74,8 +74,10 @@ def served(tmp_path):
     (slots / executor.HEARTBEAT_FILE).touch()
     outcome = {}
 
+    run_id = f"run-{tmp_path.name}"  # the worker cache is per process: one id per test
+
     def serve():
-        outcome["value"] = _serve_slot(str(slots), 0, data, "run-test")
+        outcome["value"] = _serve_slot(str(slots), 0, data, run_id)
 
     thread = threading.Thread(target=serve, daemon=True)
     yield slots, inbox, outbox, outcome, thread
@@ -99,10 +101,20 @@ def test_a_slot_runs_its_tasks_in_order_and_stops_on_the_stop_file(served):
     # A task written later is picked up by the same, still polling slot.
     write_atomically(os.path.join(inbox, "5.task"), _payload(_double, 10))
     assert pickle.loads(_wait_for(os.path.join(outbox, "5.result"))["result"]) == 120
-    assert os.listdir(inbox) == []  # every task file removed once its result is written
+    assert (slots / "slot_0" / executor.READY_FILE).read_text() == str(os.getpid())
     write_atomically(str(slots / executor.STOP_FILE), b"")
     thread.join(timeout=10)
     assert outcome["value"] == (STOPPED, 3)
+    assert os.listdir(inbox) == []  # every task file removed once its result is written
+
+
+def test_a_stopped_slot_starts_no_waiting_task(served):
+    slots, inbox, outbox, outcome, thread = served
+    write_atomically(str(slots / executor.STOP_FILE), b"")  # the run was cancelled
+    write_atomically(os.path.join(inbox, "9.task"), _payload(_double, 1))
+    thread.start()
+    thread.join(timeout=10)
+    assert outcome["value"] == (STOPPED, 0) and os.listdir(outbox) == []
 
 
 def test_a_task_left_running_by_a_dead_attempt_fails_and_is_not_run_again(served):

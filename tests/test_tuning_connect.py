@@ -201,9 +201,19 @@ def test_a_dead_worker_fails_only_its_task_and_its_slot_starts_again(connect_spa
         dead, innocent = runner.map(_kill_own_worker, ["die", 3])
         after = runner.map(_kill_own_worker, [0.5, 0.5])
         assert runner.slots_in_use
+        assert sorted(slot.restarts for slot in runner._slots._slots) == [0, 1]
     assert dead.status == TASK_FAILED and "Python worker exited unexpectedly" in dead.error
     assert innocent.status == TASK_OK  # the other slot's task is not its victim
     assert [r.status for r in after] == [TASK_OK, TASK_OK]
+
+
+def test_more_slots_than_the_cluster_has_cores_still_run_every_task(connect_spark, data):
+    # local[2]: the third slot's job waits for a core as long as the others live; it must
+    # never be given a task (it would hold it forever).
+    with ConnectTaskRunner(connect_spark, data, parallelism=3, dispatch="slots") as runner:
+        results = [f.result(timeout=120) for f in
+                   [runner.submit(_sleep, 0.2) for _ in range(6)]]
+    assert [r.status for r in results] == [TASK_OK] * 6
 
 
 class _ElsewhereRunner(ConnectTaskRunner):

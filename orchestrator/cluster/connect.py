@@ -297,7 +297,11 @@ class ConnectTaskRunner:
                 executor_directory=self._executor_path(directory),
                 data_path=self._executor_path(self._data_path), run_id=self.run_id,
                 tag=self.tag, make_result=_task_result)
-            self._slots.start(handoff=self._submit_job)
+            try:
+                self._slots.start(handoff=self._submit_job)
+            except BaseException:
+                self.close()  # staged data and threads must not outlive a failed start
+                raise
         logger.debug("Tasks of run %s go to executors as %s", self.run_id,
                      "files to long-lived task slots" if self._slots else "one job each")
 

@@ -44,8 +44,9 @@ WORKER_CACHE_RUNS = 2
 
 #: A slot's polling interval grows from the first to the second while its inbox stays empty.
 SLOT_POLL_S = (0.002, 0.02)
-#: A slot ends when the driver's heartbeat file is older than this (the driver is gone).
-SLOT_ORPHAN_S = 120.0
+#: A slot ends when the driver's heartbeat file is older than this (the driver is gone; a
+#: driver that only stalls for a while must not lose its slots).
+SLOT_ORPHAN_S = 600.0
 
 #: The reason a slot gives for a task an earlier attempt of the slot was running.
 LOST_WORKER_ERROR = ("WorkerLost: the Python worker running this task died (its Spark task "
@@ -128,6 +129,8 @@ RUNNING_SUFFIX = ".running"
 RESULT_SUFFIX = ".result"
 HEARTBEAT_FILE = "heartbeat"
 STOP_FILE = "stop"
+#: In a slot's directory once its job runs (the driver gives tasks only to running slots).
+READY_FILE = "ready"
 UNREACHABLE = "unreachable"
 STOPPED = "stopped"
 
@@ -175,8 +178,11 @@ def _serve_slot(slots_dir: str, slot: int, path: str, run_id: str) -> tuple[str,
     pause = SLOT_POLL_S[0]
     heartbeat = os.path.join(slots_dir, HEARTBEAT_FILE)
     stop = os.path.join(slots_dir, STOP_FILE)
+    write_atomically(os.path.join(base, READY_FILE), str(os.getpid()).encode())
     checked = time.monotonic()
     while True:
+        if os.path.exists(stop):  # before any task: a cancelled run starts nothing more
+            return STOPPED, done
         waiting = sorted((name for name in os.listdir(inbox) if name.endswith(TASK_SUFFIX)),
                          key=lambda name: int(name[:-len(TASK_SUFFIX)]))
         if waiting:
@@ -190,8 +196,6 @@ def _serve_slot(slots_dir: str, slot: int, path: str, run_id: str) -> tuple[str,
             done += 1
             pause = SLOT_POLL_S[0]
             continue
-        if os.path.exists(stop):
-            return STOPPED, done
         now = time.monotonic()
         if now - checked > 1.0:
             checked = now

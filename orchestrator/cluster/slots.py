@@ -38,6 +38,7 @@ from typing import Any
 
 from orchestrator.cluster.executor import (
     HEARTBEAT_FILE,
+    READY_FILE,
     RESULT_SUFFIX,
     RUNNING_SUFFIX,
     STOP_FILE,
@@ -73,7 +74,8 @@ class _Task:
 class _Slot:
     index: int
     task: _Task | None = None
-    running: bool = False   # its Spark job is running
+    running: bool = False   # its Spark job was started (it may still wait for a core)
+    ready: bool = False     # its job runs: it wrote its ready file
     usable: bool = True     # a job may run (again) for it
     restarts: int = 0
 
@@ -197,8 +199,8 @@ class SlotPool:
         from pyspark.sql import types
 
         status, error = STOPPED, None
-        self.session.addTag(self.tag)
         try:
+            self.session.addTag(self.tag)
             schema = types.StructType([types.StructField("slot", types.LongType())])
             result = types.StructType([
                 types.StructField("slot", types.LongType()),
@@ -288,7 +290,12 @@ class SlotPool:
             return False
         os.remove(path)
         slot.task = None
-        task.future.set_result(self.make_result(row, time.perf_counter() - task.handed))
+        wall = time.perf_counter() - task.handed
+        try:
+            task.future.set_result(self.make_result(row, wall))
+        except Exception as exc:  # noqa: BLE001 - e.g. a value the driver cannot unpickle
+            self._resolve_without_result(task, TASK_FAILED,
+                                         f"{type(exc).__name__}: {exc} (reading its result)")
         return True
 
     def _assign(self) -> bool:
@@ -296,7 +303,7 @@ class SlotPool:
         for slot in self._slots:
             if not self._queue:
                 break
-            if slot.task is None and slot.usable and not self._cancelled:
+            if slot.task is None and slot.usable and not self._cancelled and self._ready(slot):
                 task = self._queue.popleft()
                 name = f"{task.task_id}{TASK_SUFFIX}"
                 task.handed = time.perf_counter()
@@ -307,10 +314,22 @@ class SlotPool:
             self._unreachable_or_failed()
         return assigned
 
+    def _ready(self, slot: _Slot) -> bool:
+        """A slot takes tasks once its job runs: a job still waiting for a core (more slots
+        than the cluster has free) would hold its task forever."""
+        if not slot.ready:
+            slot.ready = os.path.exists(os.path.join(self._slot_dir(slot), READY_FILE))
+        return slot.ready
+
     def _handle_ended_jobs(self) -> None:
         while self._ended:
             slot, status, error = self._ended.popleft()
             slot.running = False
+            slot.ready = False
+            try:
+                os.remove(os.path.join(self._slot_dir(slot), READY_FILE))
+            except FileNotFoundError:
+                pass
             if status == UNREACHABLE:
                 slot.usable = False
                 if slot.task is not None:  # never started: it may run another way
@@ -351,7 +370,17 @@ class SlotPool:
 
     def _hand_off(self, task: _Task) -> None:
         other = self._handoff(task.task_id, task.payload)
-        other.add_done_callback(lambda done: task.future.set_result(done.result()))
+
+        def copy_outcome(done: Future) -> None:
+            if done.cancelled() or done.exception() is not None:
+                error = "cancelled before it started" if done.cancelled() else \
+                    f"{type(done.exception()).__name__}: {done.exception()}"
+                self._resolve_without_result(
+                    task, TASK_CANCELLED if done.cancelled() else TASK_FAILED, error)
+            else:
+                task.future.set_result(done.result())
+
+        other.add_done_callback(copy_outcome)
 
     def _clear_inbox(self, slot: _Slot, task: _Task) -> None:
         inbox = os.path.join(self._slot_dir(slot), "in")

@@ -64,11 +64,11 @@ def termination_signals_raise() -> Iterator[list[int]]:
     try:
         yield received
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-        if can_defer:
+        if can_defer:  # no retry may fire while the handlers are put back
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, signal.SIG_DFL if previous_alarm is None
                           else previous_alarm)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 #: How soon a SIGTERM that arrived inside a finalizer is acted on again.
