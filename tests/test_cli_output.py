@@ -211,3 +211,26 @@ def test_a_sigterm_the_work_outlived_still_gives_its_exit_code(capsys, monkeypat
 
     assert _guarded(job) == 143
     assert "stopped by signal 15 (SIGTERM) as the work ended" in capsys.readouterr().err
+
+
+def test_a_sigterm_a_library_swallows_still_stops_the_job():
+    # Some library code catches BaseException around a blocking call; the stop must come again.
+    swallowed = []
+
+    def job() -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except BaseException as exc:  # noqa: BLE001 - the careless library
+            swallowed.append(exc)
+        time.sleep(20)
+        return 0
+
+    started = time.monotonic()
+    try:
+        exit_code = _guarded(job)
+    except SystemExit as exc:
+        exit_code = exc.code
+    assert exit_code == 143
+    assert time.monotonic() - started < 10
+    assert [type(exc) for exc in swallowed] == [SystemExit]  # it was swallowed once

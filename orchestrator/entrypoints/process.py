@@ -42,11 +42,16 @@ def termination_signals_raise() -> Iterator[list[int]]:
     previous_alarm = signal.getsignal(signal.SIGALRM)
     can_defer = previous_alarm in (signal.SIG_DFL, None)
 
+    raised: list[SystemExit] = []
+
     def stop(frame):
         if can_defer and in_finalizer(frame):
-            signal.setitimer(signal.ITIMER_REAL, FINALIZER_RETRY_S)
+            signal.setitimer(signal.ITIMER_REAL, FINALIZER_RETRY_S, STOP_RECHECK_S)
             return
-        raise SystemExit(128 + received[0])
+        raised[:] = [SystemExit(128 + received[0])]
+        if can_defer:  # check now and then that the stop is still on its way out
+            signal.setitimer(signal.ITIMER_REAL, STOP_RECHECK_S, STOP_RECHECK_S)
+        raise raised[0]
 
     def on_sigterm(signum, frame):
         if not received:
@@ -55,8 +60,11 @@ def termination_signals_raise() -> Iterator[list[int]]:
         stop(frame)
 
     def on_alarm(signum, frame):
-        if received:
-            stop(frame)
+        if not received or (raised and unwinding(raised[0])):
+            return
+        if raised:
+            logger.warning("SIGTERM: the stop was swallowed by a library; stopping again")
+        stop(frame)
 
     signal.signal(signal.SIGTERM, on_sigterm)
     if can_defer:
@@ -73,6 +81,33 @@ def termination_signals_raise() -> Iterator[list[int]]:
 
 #: How soon a SIGTERM that arrived inside a finalizer is acted on again.
 FINALIZER_RETRY_S = 0.05
+#: How often a raised stop is checked to be still unwinding (a library may swallow it).
+STOP_RECHECK_S = 2.0
+
+
+def unwinding(stop: BaseException) -> bool:
+    """True while ``stop`` (or an error it turned into) is being handled on this thread.
+
+    Examples
+    --------
+    >>> stop = SystemExit(143)
+    >>> unwinding(stop)
+    False
+    >>> try:
+    ...     raise stop
+    ... except SystemExit:
+    ...     unwinding(stop)
+    True
+    """
+    import sys
+
+    error, seen = sys.exc_info()[1], set()
+    while error is not None and id(error) not in seen:
+        if error is stop:
+            return True
+        seen.add(id(error))
+        error = error.__context__ or error.__cause__
+    return False
 
 
 def in_finalizer(frame) -> bool:
