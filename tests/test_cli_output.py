@@ -170,6 +170,14 @@ def test_verbose_shows_everything(small_job):
     assert not result.stdout.rstrip().splitlines()[-1].startswith("log: ")
 
 
+def _exit_code(job) -> int:
+    """The code the CLI exits with for ``job`` (SIGTERM unwinds as SystemExit(143))."""
+    try:
+        return _guarded(job)
+    except SystemExit as exc:
+        return exc.code
+
+
 class _SigtermInFinalizer:
     """Sends SIGTERM from its finalizer and stays there while the handler runs."""
 
@@ -190,10 +198,7 @@ def test_a_sigterm_landing_in_a_finalizer_still_stops_the_job(capsys):
         return 0
 
     started = time.monotonic()
-    try:
-        exit_code = _guarded(job)
-    except SystemExit as exc:
-        exit_code = exc.code
+    exit_code = _exit_code(job)
     assert exit_code == 143
     assert time.monotonic() - started < 5
     assert "Exception ignored" not in capsys.readouterr().err
@@ -227,10 +232,7 @@ def test_a_sigterm_a_library_swallows_still_stops_the_job():
         return 0
 
     started = time.monotonic()
-    try:
-        exit_code = _guarded(job)
-    except SystemExit as exc:
-        exit_code = exc.code
+    exit_code = _exit_code(job)
     assert exit_code == 143
     assert time.monotonic() - started < 10
     assert [type(exc) for exc in swallowed] == [SystemExit]  # it was swallowed once
